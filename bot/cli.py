@@ -1,0 +1,254 @@
+"""The ``reefguard`` command: parse arguments, call the library, render, return an exit code.
+
+Exit codes are a contract (``ExitCode``): 0 nothing found at the ``--fail-on`` level, 1 finding, 2 usage or
+configuration error, 3 any other reefguard error (one line on stderr, no traceback), 4 unexpected error
+(traceback, please report), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot import _output
+from bot.errors import ConfigError, ReefguardError
+
+if TYPE_CHECKING:
+    from bot.reef.fingerprint import Fingerprint
+    from bot.reef.verdict import Report
+    from bot.registry import Registry
+
+logger = logging.getLogger("bot")
+
+FAIL_ON = {
+    "derived": {"derived", "merged"},
+    "merged": {"merged"},
+    "inconclusive": {"derived", "merged", "inconclusive"},
+    "never": set(),
+}
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FINDING = 1
+    USAGE = 2
+    ERROR = 3
+    UNEXPECTED = 4
+    INTERRUPTED = 130
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    from bot.registry import Registry
+
+    return Registry(Path(args.registry))
+
+
+def _fingerprint(
+    args: argparse.Namespace, model: str, *, name: str | None = None, role: str = "source", related: Sequence[str] = ()
+) -> Fingerprint:
+    from bot.engine import fingerprint
+
+    return fingerprint(
+        model,
+        name=name,
+        role=role,
+        related=related,
+        probes=args.probes,
+        dtype=args.dtype,
+        base=args.base,
+        standardize=not args.no_standardize,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+        token=os.environ.get("HF_TOKEN"),
+    )
+
+
+def _render(report: Report, args: argparse.Namespace) -> None:
+    from bot import report as rendering
+
+    if args.report:
+        path = rendering.write_report(report, Path(args.report))
+        logger.info("report written to %s", path)
+    _output.write(rendering.render_json(report) if args.json else rendering.render_table(report))
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> ExitCode:
+    from bot.registry import check_name
+
+    registry = _registry(args)
+    if args.name:
+        check_name(args.name)  # fail before the slow part
+    fp = _fingerprint(args, args.model, name=args.name, role=args.role, related=args.related)
+    folder = registry.add(fp, replace=args.replace)
+    _output.write(
+        f"added {fp.name} ({fp.architecture}, {len(fp.layers)} of {fp.n_layers} blocks, "
+        f"{fp.n_probes} probes, digest {fp.digest[:12]}) to {folder}"
+    )
+    return ExitCode.OK
+
+
+def cmd_check(args: argparse.Namespace) -> ExitCode:
+    from bot.engine import compare
+
+    registry = _registry(args)
+    registry.names()  # a missing registry fails before the model is loaded
+    fp = _fingerprint(args, args.model)
+    report = compare(fp, registry, measure=args.measure, alpha=args.alpha)
+    _render(report, args)
+    return ExitCode.FINDING if str(report.verdict) in FAIL_ON[args.fail_on] else ExitCode.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> ExitCode:
+    import json
+
+    from bot.reef.verdict import pair_grid
+    from bot.report import render_grid
+
+    registry = _registry(args)
+    known = set(registry.names()) if registry.root.is_dir() else set()
+    a, b = (registry.get(ref) if ref in known else _fingerprint(args, ref) for ref in (args.a, args.b))
+    grid, score = pair_grid(a, b, measure=args.measure)
+    if args.json:
+        data = {"a": a.name, "b": b.name, "measure": args.measure, "score": round(score, 4),
+                "a_layers": list(a.layers), "b_layers": list(b.layers), "grid": grid.round(4).tolist()}  # fmt: skip
+        _output.write(json.dumps(data, indent=2))
+    else:
+        _output.write(render_grid(grid, a, b, score=score, measure=args.measure))
+    return ExitCode.OK
+
+
+def cmd_registry(args: argparse.Namespace) -> ExitCode:
+    import json
+
+    registry = _registry(args)
+    if args.action == "list":
+        entries = list(registry)
+        if args.json:
+            _output.write(json.dumps([fp.to_dict() for fp in entries], indent=2))
+        else:
+            rows = [f"{fp.name:<28} {fp.role:<9} {fp.architecture:<28} {len(fp.layers):>3}/{fp.n_layers:<3} "
+                    f"{fp.probe_set}:{fp.probe_sha256[:8]}  {fp.model}" for fp in entries]  # fmt: skip
+            _output.write("\n".join(rows) if rows else f"{registry.root}: empty registry")
+    elif args.action == "show":
+        fp = registry.get(args.name)
+        _output.write(json.dumps(fp.to_dict(), indent=2))
+    else:
+        registry.remove(args.name)
+        _output.write(f"removed {args.name} from {registry.root}")
+    return ExitCode.OK
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probes", default="default", help="'default' or a .txt/.jsonl/.csv probe file")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--base", help="base model of a PEFT adapter (default: the adapter config's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
+    parser.add_argument("--no-standardize", action="store_true", help="skip REEF's per-feature z-scoring")
+
+
+def _registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
+        help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so tests and docs can inspect it)."""
+    parser = argparse.ArgumentParser(prog="reefguard", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr, no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fp = commands.add_parser("fingerprint", help="fingerprint a model and add it to the registry")
+    fp.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
+    fp.add_argument("--name", help="registry name (default: from the model reference)")
+    fp.add_argument("--role", default="source", choices=("source", "reference"),
+                    help="'reference' entries only calibrate the null")  # fmt: skip
+    fp.add_argument("--related", nargs="*", default=[], metavar="NAME", help="registry names it derives from")
+    fp.add_argument("--replace", action="store_true", help="overwrite an entry of the same name")
+    _model_options(fp)
+    _registry_option(fp)
+
+    check = commands.add_parser("check", help="check a model against every registry source")
+    check.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
+    check.add_argument("--fail-on", default="derived", choices=tuple(FAIL_ON),
+                       help="exit 1 at this verdict level (default: derived or merged)")  # fmt: skip
+    check.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
+    check.add_argument("--report", metavar="DIR", help="write report.md, report.json and heatmaps here")
+
+    cmp = commands.add_parser("compare", help="layer-by-layer CKA grid of two models or registry entries")
+    cmp.add_argument("a")
+    cmp.add_argument("b")
+    for sub in (check, cmp):
+        sub.add_argument("--measure", default="linear", choices=("linear", "debiased", "rbf"))
+        sub.add_argument("--json", action="store_true", help="JSON on stdout (schema in README)")
+        _model_options(sub)
+        _registry_option(sub)
+
+    reg = commands.add_parser("registry", help="list, show or remove registry entries")
+    reg.add_argument("action", choices=("list", "show", "remove"))
+    reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, remove)")
+    reg.add_argument("--json", action="store_true")
+    _registry_option(reg)
+    return parser
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], ExitCode]] = {
+    "fingerprint": cmd_fingerprint,
+    "check": cmd_check,
+    "compare": cmd_compare,
+    "registry": cmd_registry,
+}
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level_name = os.environ.get("REEFGUARD_LOG_LEVEL", "DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("reefguard: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level_name.upper())
+    logger.propagate = False
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if args.quiet:
+        os.environ["REEFGUARD_NO_PROGRESS"] = "1"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``reefguard`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors and 0 on --help
+        return int(e.code or 0)
+    _configure_logging(args)
+    if args.command == "registry" and args.action != "list" and not args.name:
+        _output.error(f"reefguard: error: registry {args.action} needs a NAME")
+        return ExitCode.USAGE
+    try:
+        return HANDLERS[args.command](args)
+    except ConfigError as e:
+        _output.error(f"reefguard: error: {e}")
+        return ExitCode.USAGE
+    except ReefguardError as e:
+        _output.error(f"reefguard: error: {e}")
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        _output.error("reefguard: interrupted")
+        return ExitCode.INTERRUPTED
+    except Exception:
+        _output.error(traceback.format_exc())
+        _output.error("reefguard: unexpected error; please report it with the traceback above")
+        return ExitCode.UNEXPECTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Last-token residual-stream states after each transformer block, as REEF reads them.
+
+REEF hooks each decoder block and keeps the block's output at the last token (before the final norm; the last
+entry of transformers' ``hidden_states`` tuple has that norm applied, so we hook the blocks ourselves).
+Probes run in right-padded batches with attention masks, and each text's own last real token is read, so a
+batched run equals one probe at a time. Texts are sorted by length to keep padding small, and results are
+returned in the probes' order. The forward pass stops after the deepest block that is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.errors import ConfigError, ModelLoadError
+from bot.progress import progress_bar
+from bot.reef.loading import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+MAX_PROBE_TOKENS = 256  # probes are short; a longer one is cut here (and logged) instead of growing the batch
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the deepest block that is needed, to skip the rest of the model."""
+
+
+def transformer_blocks(model: Any, n_layers: int) -> Sequence[Any]:
+    """The model's list of transformer blocks: the ``ModuleList`` that holds ``n_layers`` modules.
+
+    Raises:
+        ModelLoadError: no such list (an architecture this extraction does not understand).
+    """
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            logger.debug("transformer blocks at %s", name)
+            return module
+    raise ModelLoadError(f"cannot find the {n_layers} transformer blocks of {type(model).__name__}")
+
+
+def _prepare_tokenizer(tokenizer: Any) -> None:
+    """Right padding, so each row's last real token sits at (length - 1); a pad token if the model has none."""
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelLoadError("the tokenizer has no pad, eos or unk token to pad batches with")
+        tokenizer.pad_token = fallback
+
+
+def extract_states(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    *,
+    layers: Sequence[int],
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> NDArray[np.float32]:
+    """Run the probes and return the last-token state after each requested block.
+
+    Args:
+        loaded: the model and tokenizer.
+        texts: the probe texts, in order.
+        layers: 0-based block indices to keep (block i's output is transformers' ``hidden_states[i + 1]``
+            without the final norm).
+        batch_size: probes per forward pass.
+        show_progress: draw a progress bar on stderr.
+
+    Returns:
+        Array of shape ``(len(layers), len(texts), hidden_size)``, float32, rows in the order of ``texts``.
+
+    Raises:
+        ConfigError: empty ``texts`` or ``layers``, a layer out of range, a batch size below 1.
+        ModelLoadError: the model's blocks cannot be found.
+    """
+    import torch
+
+    if not texts or not layers:
+        raise ConfigError("nothing to extract: no probe texts or no layers")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}", key="batch-size")
+    if min(layers) < 0 or max(layers) >= loaded.n_layers:
+        raise ConfigError(f"layers {list(layers)} out of range for a {loaded.n_layers}-block model", key="layers")
+    tokenizer = loaded.tokenizer
+    _prepare_tokenizer(tokenizer)
+    blocks = transformer_blocks(loaded.model, loaded.n_layers)
+    deepest = max(layers)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    captured: dict[int, torch.Tensor] = {}
+    last_index = torch.zeros(0, dtype=torch.long)
+
+    def hook_for(layer: int) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            rows = torch.arange(hidden.shape[0])
+            captured[layer] = hidden[rows, last_index].float()
+            if layer == deepest:
+                raise _StopForward
+
+        return hook
+
+    out = np.zeros((len(layers), len(texts), loaded.hidden_size), dtype=np.float32)
+    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers))]
+    try:
+        with torch.inference_mode():
+            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            for batch in progress_bar(batches, desc="probes", unit="batch", enabled=show_progress):
+                encoded = tokenizer(
+                    [texts[i] for i in batch],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_PROBE_TOKENS,
+                )
+                mask = encoded["attention_mask"]
+                last_index = mask.sum(dim=1) - 1
+                captured.clear()
+                try:
+                    loaded.model(**_model_inputs(encoded))
+                except _StopForward:
+                    pass
+                for k, layer in enumerate(layers):
+                    out[k, batch] = captured[layer].numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+def _model_inputs(encoded: Any) -> dict[str, Any]:
+    """Only the inputs the forward pass needs; BERT tokenizers also return token_type_ids, which it accepts."""
+    return {key: value for key, value in encoded.items() if key in {"input_ids", "attention_mask", "token_type_ids"}}

@@ -1,0 +1,237 @@
+"""The Fingerprint: per-layer centred Gram matrices of a model's last-token states on a probe set.
+
+A fingerprint stores, for each kept block, the m×m centred Gram of the z-scored m×d states (unit Frobenius
+norm), not the states themselves: every CKA variant needs only the Gram, it does not grow with the model's
+width, and it hides the activations. Grams are symmetric, so the file keeps the upper triangle in float16
+(error in CKA below 1e-4). A 10 MB budget decides how many blocks are kept: all of them when they fit
+(a 32-block model with the 512 default probes takes 8.4 MB), otherwise evenly spaced blocks from first to
+last; the choice is recorded in ``layer_selection``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.errors import RegistryError
+from bot.reef.cka import centered_gram
+from bot.reef.extraction import extract_states
+from bot.reef.loading import LoadedModel
+from bot.reef.probes import ProbeSet
+
+SCHEMA_VERSION = 1
+MAX_FINGERPRINT_BYTES = 10_000_000
+STORAGE_DTYPE = "float16"
+ROLES = ("source", "reference")
+TOOL_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fingerprint:
+    """One model's fingerprint and the facts needed to trust and compare it.
+
+    Attributes:
+        name: registry name (lowercase, ``[a-z0-9._-]``).
+        model: the model reference it was made from (path or ``org/name``).
+        revision: the commit sha of a Hub model, or None for local files.
+        weight_sha256: weight file name -> sha256 (the Git LFS oid and the Hub's ``lfs.sha256``).
+        architecture: e.g. ``"LlamaForCausalLM"``.
+        model_type: e.g. ``"llama"``.
+        n_layers: blocks in the model.
+        hidden_size: residual-stream width.
+        layers: the 0-based blocks whose Grams are stored, ascending.
+        layer_selection: how ``layers`` was chosen, in words.
+        probe_set: probe set name; probe_sha256 its content hash; n_probes its size.
+        dtype: the dtype the model ran in.
+        standardize: whether features were z-scored before the Gram (REEF's code does).
+        storage_dtype: precision of the stored Grams.
+        role: ``"source"`` (checked against) or ``"reference"`` (only calibrates the null).
+        related: registry names this model is declared to derive from or share lineage with.
+        tool_version: reefguard version that made it; created: UTC date-time, ISO 8601.
+        grams: ``(len(layers), n_probes, n_probes)`` float32, read-only.
+        digest: sha256 of the stored Gram bytes and the probe hash; equal digests mean equal fingerprints.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    model: str
+    revision: str | None
+    weight_sha256: Mapping[str, str]
+    architecture: str
+    model_type: str
+    n_layers: int
+    hidden_size: int
+    layers: tuple[int, ...]
+    layer_selection: str
+    probe_set: str
+    probe_sha256: str
+    n_probes: int
+    dtype: str
+    standardize: bool
+    storage_dtype: str = STORAGE_DTYPE
+    role: str = "source"
+    related: tuple[str, ...] = ()
+    tool_version: str = TOOL_VERSION
+    created: str
+    grams: NDArray[np.float32] = field(compare=False, repr=False)
+    digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Metadata as plain data (no arrays), keys sorted; the inverse of ``from_dict``."""
+        data = {
+            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "grams"
+        }
+        data["weight_sha256"] = dict(self.weight_sha256)
+        data["layers"] = list(self.layers)
+        data["related"] = list(self.related)
+        return dict(sorted(data.items()))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], grams: NDArray[np.floating]) -> Fingerprint:
+        """Rebuild a fingerprint from ``to_dict()`` output and its Gram stack.
+
+        Raises:
+            RegistryError: unknown schema version, missing or unknown keys, or Grams that disagree with the
+                metadata (shape or digest).
+        """
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise RegistryError(
+                f"fingerprint schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}; "
+                "upgrade reefguard or re-fingerprint the model"
+            )
+        expected = set(cls.__dataclass_fields__) - {"grams"}
+        unknown, missing = set(data) - expected, expected - set(data)
+        if unknown or missing:
+            raise RegistryError(
+                f"fingerprint metadata has unknown keys {sorted(unknown)} / lacks keys {sorted(missing)}"
+            )
+        values = dict(data)
+        values["weight_sha256"] = dict(values["weight_sha256"])
+        values["layers"] = tuple(int(x) for x in values["layers"])
+        values["related"] = tuple(str(x) for x in values["related"])
+        stack = _read_only(np.asarray(grams, dtype=np.float32))
+        if stack.shape != (len(values["layers"]), values["n_probes"], values["n_probes"]):
+            raise RegistryError(f"fingerprint {values['name']!r}: Gram stack has shape {stack.shape}")
+        if gram_digest(stack, str(values["probe_sha256"])) != values["digest"]:
+            raise RegistryError(f"fingerprint {values['name']!r}: Grams do not match the recorded digest")
+        return cls(grams=stack, **values)
+
+
+def select_layers(n_layers: int, n_probes: int, *, max_bytes: int = MAX_FINGERPRINT_BYTES) -> tuple[tuple[int, ...], str]:
+    """Which blocks to keep so the stored fingerprint stays within ``max_bytes``.
+
+    Returns:
+        The ascending block indices and a sentence saying how they were chosen.
+
+    Example:
+        >>> select_layers(4, 512)
+        ((0, 1, 2, 3), 'all 4 blocks')
+        >>> layers, how = select_layers(80, 512)
+        >>> len(layers), layers[0], layers[-1], how
+        (38, 0, 79, '38 of 80 blocks, evenly spaced (10 MB budget)')
+    """
+    per_layer = n_probes * (n_probes + 1) // 2 * np.dtype(STORAGE_DTYPE).itemsize
+    budget = max(1, max_bytes // per_layer)
+    if n_layers <= budget:
+        return tuple(range(n_layers)), f"all {n_layers} blocks"
+    picks = np.unique(np.round(np.linspace(0, n_layers - 1, budget)).astype(int))
+    return tuple(int(x) for x in picks), f"{len(picks)} of {n_layers} blocks, evenly spaced (10 MB budget)"
+
+
+def pack_grams(grams: NDArray[np.floating]) -> NDArray[np.float16]:
+    """(L, m, m) symmetric Grams -> (L, m(m+1)/2) float16 upper triangles, the stored form."""
+    rows, cols = np.triu_indices(grams.shape[-1])
+    return np.ascontiguousarray(grams[:, rows, cols].astype(np.float16))
+
+
+def unpack_grams(packed: NDArray[np.floating], n_probes: int) -> NDArray[np.float32]:
+    """Inverse of ``pack_grams``: float16 triangles -> (L, m, m) symmetric float32 Grams."""
+    rows, cols = np.triu_indices(n_probes)
+    grams = np.zeros((packed.shape[0], n_probes, n_probes), dtype=np.float32)
+    grams[:, rows, cols] = packed
+    grams[:, cols, rows] = packed
+    return grams
+
+
+def gram_digest(grams: NDArray[np.floating], probe_sha256: str) -> str:
+    """sha256 over the stored (packed float16) Grams and the probe hash."""
+    digest = hashlib.sha256(probe_sha256.encode("ascii"))
+    digest.update(pack_grams(grams).tobytes())
+    return digest.hexdigest()
+
+
+def _read_only(array: NDArray[np.float32]) -> NDArray[np.float32]:
+    array.setflags(write=False)
+    return array
+
+
+def fingerprint_model(
+    loaded: LoadedModel,
+    probes: ProbeSet,
+    *,
+    name: str,
+    model: str,
+    revision: str | None = None,
+    standardize: bool = True,
+    role: str = "source",
+    related: Sequence[str] = (),
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> Fingerprint:
+    """Fingerprint a loaded model on a probe set.
+
+    Args:
+        loaded: the model, from ``bot.reef.loading.load_model``.
+        probes: the probe set; its hash is recorded.
+        name: registry name for the result.
+        model: the reference the model was loaded from, recorded as given.
+        revision: its commit sha, for Hub models.
+        standardize: z-score each feature over the probes first (REEF's code; on by default).
+        role: ``"source"`` or ``"reference"``.
+        related: registry names of declared relatives.
+        batch_size: probes per forward pass.
+        show_progress: draw a progress bar.
+
+    Returns:
+        The fingerprint; its Grams are already rounded to the stored precision, so saving and loading it
+        gives an equal digest.
+
+    Raises:
+        ConfigError: a bad role, too few probes, or features that are all constant.
+    """
+    from bot.errors import ConfigError
+
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r} (known: {', '.join(ROLES)})", key="role")
+    layers, how = select_layers(loaded.n_layers, len(probes))
+    states = extract_states(loaded, probes.texts, layers=layers, batch_size=batch_size, show_progress=show_progress)
+    stack = np.stack([centered_gram(layer_states, standardize=standardize) for layer_states in states])
+    grams = _read_only(unpack_grams(pack_grams(stack), len(probes)))
+    return Fingerprint(
+        name=name,
+        model=model,
+        revision=revision,
+        weight_sha256=dict(loaded.weight_sha256),
+        architecture=loaded.architecture,
+        model_type=loaded.model_type,
+        n_layers=loaded.n_layers,
+        hidden_size=loaded.hidden_size,
+        layers=layers,
+        layer_selection=how,
+        probe_set=probes.name,
+        probe_sha256=probes.sha256,
+        n_probes=len(probes),
+        dtype=loaded.dtype,
+        standardize=standardize,
+        role=role,
+        related=tuple(sorted(related)),
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        grams=grams,
+        digest=gram_digest(grams, probes.sha256),
+    )

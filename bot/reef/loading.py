@@ -1,0 +1,475 @@
+"""Local model files -> a forward-capable model, without ever running code from the weights.
+
+Each loader recognises one on-disk form and sits in the literal table ``LOADERS`` (first match wins):
+
+- ``peft-adapter``: a PEFT LoRA adapter folder (``adapter_config.json``) applied to its base and merged;
+- ``gguf``: a ``.gguf`` file (dequantized by transformers' GGUF reader);
+- ``safetensors``: a Hugging Face folder with ``config.json`` and safetensors weights, sharded or not;
+- ``pytorch-bin``: a folder with ``pytorch_model*.bin``, read only through ``torch.load(weights_only=True)``.
+
+Weight files are checked before transformers sees them (Git LFS pointers, corrupt or truncated safetensors
+headers), so a bad file fails with one clear line instead of a deep traceback. Configs that need custom code
+(``auto_map``, unknown ``model_type``) are refused: reefguard never passes ``trust_remote_code=True``.
+This module sees local paths only; turning a Hub id into files is ``bot.sources``' job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.errors import ConfigError, ModelLoadError, UnsafeWeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+# transformers' tokenizer and config files: copied beside converted .bin weights.
+_SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "added_tokens.json",
+)
+_SAFETENSORS_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedModel:
+    """A model ready for extraction, with the facts a fingerprint records about it.
+
+    Attributes:
+        model: the transformers base model (no LM head), in eval mode.
+        tokenizer: its tokenizer.
+        architecture: the config's architecture name, e.g. ``"LlamaForCausalLM"``.
+        model_type: the config's ``model_type``, e.g. ``"llama"``.
+        n_layers: number of transformer blocks.
+        hidden_size: width of the residual stream.
+        weight_sha256: weight file name -> sha256 of its bytes (the Git LFS oid).
+        dtype: the dtype the weights were loaded in.
+        loader: the name of the loader in ``LOADERS`` that read it.
+    """
+
+    model: Any = field(compare=False, repr=False)
+    tokenizer: Any = field(compare=False, repr=False)
+    architecture: str
+    model_type: str
+    n_layers: int
+    hidden_size: int
+    weight_sha256: Mapping[str, str]
+    dtype: str
+    loader: str
+
+
+class Loader(Protocol):
+    """One on-disk model form."""
+
+    name: str
+    reference: str
+
+    def matches(self, path: Path) -> bool:
+        """Whether this loader reads ``path``."""
+        ...
+
+    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+        """Load ``path`` (``base`` is the base model folder for adapters)."""
+        ...
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype for one of ``DTYPES``.
+
+    Raises:
+        ConfigError: for any other name.
+    """
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})", key="dtype")
+    import torch
+
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (equal to a Git LFS pointer's oid)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_not_lfs_pointer(path: Path) -> None:
+    """Raise if ``path`` is a Git LFS pointer file instead of the weights it points to.
+
+    Raises:
+        ModelLoadError: naming the fix (``git lfs pull``, or ``lfs: true`` on ``actions/checkout``).
+    """
+    with path.open("rb") as handle:
+        head = handle.read(len(LFS_POINTER_PREFIX))
+    if head == LFS_POINTER_PREFIX:
+        raise ModelLoadError(
+            f"{path}: a Git LFS pointer, not weights; run `git lfs pull` "
+            "(in GitHub Actions: `lfs: true` on actions/checkout)",
+            source=str(path),
+        )
+
+
+def check_safetensors(path: Path) -> None:
+    """Validate a safetensors file's header against its size without reading the tensors.
+
+    Raises:
+        ModelLoadError: for an LFS pointer, a truncated file, a header that is not JSON, or tensor offsets
+            that disagree with the shapes or the file size.
+    """
+    check_not_lfs_pointer(path)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes)", source=str(path))
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > size - 8:
+            raise ModelLoadError(
+                f"{path}: corrupt safetensors header (claims {header_len} header bytes, file has {size})",
+                source=str(path),
+            )
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"{path}: corrupt safetensors header ({e})", source=str(path)) from e
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: corrupt safetensors header (not a JSON object)", source=str(path))
+    data_end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            n_values = 1
+            for dim in info["shape"]:
+                n_values *= int(dim)
+            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {name!r}", source=str(path)) from e
+        if end - begin != n_values * itemsize:
+            raise ModelLoadError(
+                f"{path}: tensor {name!r} claims {end - begin} bytes but its shape needs {n_values * itemsize}",
+                source=str(path),
+            )
+        data_end = max(data_end, end)
+    if 8 + header_len + data_end != size:
+        raise ModelLoadError(
+            f"{path}: truncated or padded safetensors file (tensors need {8 + header_len + data_end} bytes, "
+            f"file has {size}); download it again",
+            source=str(path),
+        )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read ``config.json`` and refuse configs that need custom code.
+
+    Raises:
+        ModelLoadError: no or unreadable ``config.json``.
+        UnsafeWeightsError: the config names custom code (``auto_map``) or a model type transformers lacks.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{folder}: no config.json; reefguard reads Hugging Face model folders (config.json + weights)",
+            source=str(folder),
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})", source=str(folder)) from e
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: not a JSON object", source=str(folder))
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if "auto_map" in config or model_type not in CONFIG_MAPPING:
+        raise UnsafeWeightsError(
+            f"{folder}: model type {model_type!r} needs custom code (trust_remote_code), which reefguard "
+            "never runs; use a model whose architecture ships with transformers",
+            source=str(folder),
+        )
+    return config
+
+
+def _from_pretrained(load: Callable[[], Any], what: str, source: Path) -> Any:
+    """Run a transformers loader, turning its failures into one-line ModelLoadErrors."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{source}: cannot load the {what}: {first_line}", source=str(source)) from e
+
+
+def _load_folder(folder: Path, *, dtype: str, weight_sha256: Mapping[str, str], loader: str) -> LoadedModel:
+    """Load a validated Hugging Face folder (safetensors weights) as a base model and its tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    config = read_config(folder)
+    common: dict[str, Any] = {"trust_remote_code": False}
+    model = _from_pretrained(
+        lambda: AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype), use_safetensors=True, **common),
+        "model",
+        folder,
+    )
+    tokenizer = _from_pretrained(lambda: AutoTokenizer.from_pretrained(folder, **common), "tokenizer", folder)
+    return _loaded(model, tokenizer, config, weight_sha256=weight_sha256, dtype=dtype, loader=loader)
+
+
+def _loaded(
+    model: Any, tokenizer: Any, config: Mapping[str, Any], *, weight_sha256: Mapping[str, str], dtype: str, loader: str
+) -> LoadedModel:
+    model.eval()
+    text_config = model.config.get_text_config()
+    architectures = config.get("architectures") or [type(model).__name__]
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        architecture=str(architectures[0]),
+        model_type=str(text_config.model_type),
+        n_layers=int(text_config.num_hidden_layers),
+        hidden_size=int(text_config.hidden_size),
+        weight_sha256=dict(sorted(weight_sha256.items())),
+        dtype=dtype,
+        loader=loader,
+    )
+
+
+def _weight_files(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class SafetensorsLoader:
+    """A Hugging Face model folder with safetensors weights (single file or shards with an index)."""
+
+    name: str = "safetensors"
+    reference: str = "https://huggingface.co/docs/safetensors"
+
+    def matches(self, path: Path) -> bool:
+        return path.is_dir() and bool(_weight_files(path, "*.safetensors"))
+
+    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+        read_config(path)
+        files = _weight_files(path, "*.safetensors")
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+                raise ModelLoadError(f"{index}: not a valid shard index", source=str(path)) from e
+            missing = sorted(s for s in shards if not (path / s).is_file())
+            if missing:
+                raise ModelLoadError(f"{path}: shards listed in the index are missing: {', '.join(missing)}")
+        for file in files:
+            check_safetensors(file)
+        shas = {file.name: sha256_file(file) for file in files}
+        return _load_folder(path, dtype=dtype, weight_sha256=shas, loader=self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PytorchBinLoader:
+    """A folder of ``pytorch_model*.bin`` pickles, read only with ``torch.load(weights_only=True)``.
+
+    The tensors are re-saved as safetensors in a temporary folder, so transformers never unpickles anything.
+    """
+
+    name: str = "pytorch-bin"
+    reference: str = "https://pytorch.org/docs/stable/generated/torch.load.html"
+
+    def matches(self, path: Path) -> bool:
+        return path.is_dir() and bool(_weight_files(path, "pytorch_model*.bin"))
+
+    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+        import torch
+        from safetensors.torch import save_file
+
+        read_config(path)
+        files = _weight_files(path, "pytorch_model*.bin")
+        tensors: dict[str, torch.Tensor] = {}
+        for file in files:
+            check_not_lfs_pointer(file)
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise UnsafeWeightsError(
+                    f"{file}: refused, the pickle asks to run code or load non-tensor objects; "
+                    "convert it to safetensors with a tool you trust",
+                    source=str(path),
+                ) from e
+            except (EOFError, RuntimeError, OSError) as e:
+                raise ModelLoadError(f"{file}: not a readable PyTorch checkpoint ({e})", source=str(path)) from e
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise ModelLoadError(f"{file}: not a state dict of tensors", source=str(path))
+            tensors.update(state)
+        shas = {file.name: sha256_file(file) for file in files}
+        with tempfile.TemporaryDirectory(prefix="reefguard-bin-") as tmp:
+            converted = Path(tmp)
+            # Tied weights share storage, which safetensors refuses; give every tensor its own copy.
+            save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, converted / "model.safetensors")
+            for side in _SIDE_FILES:
+                if (path / side).is_file():
+                    shutil.copy2(path / side, converted / side)
+            return _load_folder(converted, dtype=dtype, weight_sha256=shas, loader=self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class GgufLoader:
+    """A GGUF file (llama.cpp's format), dequantized to ``dtype`` by transformers."""
+
+    name: str = "gguf"
+    reference: str = "https://huggingface.co/docs/transformers/gguf"
+
+    def matches(self, path: Path) -> bool:
+        return path.is_file() and path.suffix == ".gguf"
+
+    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        check_not_lfs_pointer(path)
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ModelLoadError(f"{path}: not a GGUF file (bad magic bytes)", source=str(path))
+        folder, name = path.parent, path.name
+        config = _from_pretrained(lambda: AutoConfig.from_pretrained(folder, gguf_file=name), "config", path)
+        model = _from_pretrained(
+            lambda: AutoModel.from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype)), "model", path
+        )
+        tokenizer = _from_pretrained(lambda: AutoTokenizer.from_pretrained(folder, gguf_file=name), "tokenizer", path)
+        return _loaded(
+            model,
+            tokenizer,
+            config.to_dict(),
+            weight_sha256={name: sha256_file(path)},
+            dtype=dtype,
+            loader=self.name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeftAdapterLoader:
+    """A PEFT LoRA adapter folder, applied to its base model and merged into it."""
+
+    name: str = "peft-adapter"
+    reference: str = "https://huggingface.co/docs/peft"
+
+    def matches(self, path: Path) -> bool:
+        return path.is_dir() and (path / "adapter_config.json").is_file()
+
+    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+        from peft import PeftModel
+
+        if base is None:
+            named = adapter_base_reference(path)
+            if named is None or not Path(named).exists():
+                raise ModelLoadError(
+                    f"{path}: adapter base {named!r} is not a local model; pass --base MODEL",
+                    source=str(path),
+                )
+            base = Path(named)
+        adapter_files = _weight_files(path, "adapter_model.safetensors")
+        if not adapter_files:
+            raise ModelLoadError(f"{path}: no adapter_model.safetensors", source=str(path))
+        check_safetensors(adapter_files[0])
+        base_model = load_model(base, dtype=dtype)
+        merged = _from_pretrained(
+            lambda: PeftModel.from_pretrained(base_model.model, path).merge_and_unload(),
+            f"adapter on base {base} (does the adapter belong to this base?)",
+            path,
+        )
+        shas = {**base_model.weight_sha256, adapter_files[0].name: sha256_file(adapter_files[0])}
+        return LoadedModel(
+            model=merged.eval(),
+            tokenizer=base_model.tokenizer,
+            architecture=base_model.architecture,
+            model_type=base_model.model_type,
+            n_layers=base_model.n_layers,
+            hidden_size=base_model.hidden_size,
+            weight_sha256=dict(sorted(shas.items())),
+            dtype=dtype,
+            loader=self.name,
+        )
+
+
+LOADERS: dict[str, Loader] = {
+    "peft-adapter": PeftAdapterLoader(),
+    "gguf": GgufLoader(),
+    "safetensors": SafetensorsLoader(),
+    "pytorch-bin": PytorchBinLoader(),
+}
+
+
+def adapter_base_reference(path: Path) -> str | None:
+    """The base model named in a PEFT adapter's ``adapter_config.json``, or None if it names none.
+
+    Raises:
+        ModelLoadError: the adapter config is not readable JSON.
+    """
+    config_path = path / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{config_path}: not readable JSON ({e})", source=str(path)) from e
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return str(base) if base else None
+
+
+def load_model(path: Path, *, base: Path | None = None, dtype: str = "float32") -> LoadedModel:
+    """Load a local model in any form that ``LOADERS`` knows.
+
+    Args:
+        path: a model folder, a ``.gguf`` file, a single ``.safetensors`` file inside a model folder, or a PEFT
+            adapter folder.
+        base: the base model folder for an adapter (default: the adapter config's base, if local).
+        dtype: one of ``DTYPES``; weights are loaded in it explicitly, never in a config's default.
+
+    Returns:
+        The loaded model with its tokenizer and recorded facts.
+
+    Raises:
+        ConfigError: unknown dtype.
+        ModelLoadError: missing files, LFS pointers, corrupt weights, an adapter that does not fit its base.
+        UnsafeWeightsError: pickles that would run code; configs that need custom code.
+    """
+    torch_dtype(dtype)
+    path = path.expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or folder", source=str(path))
+    if path.is_file() and path.suffix in {".safetensors", ".bin"}:
+        path = path.parent
+    for loader in LOADERS.values():
+        if loader.matches(path):
+            logger.info("loading %s with the %s loader (%s)", path, loader.name, dtype)
+            return loader.load(path, base=base, dtype=dtype)
+    if path.is_dir() and not (path / "config.json").is_file():
+        read_config(path)  # raises the "no config.json" error, the most common cause
+    raise ModelLoadError(
+        f"{path}: no model weights found (looked for *.safetensors, *.gguf, pytorch_model*.bin, "
+        "adapter_config.json)",
+        source=str(path),
+    )

@@ -1,0 +1,164 @@
+"""The fingerprint registry: a folder of plain files in git (``fingerprints/`` by default).
+
+Layout, one folder per entry::
+
+    fingerprints/
+      gemma-3-270m/
+        meta.yaml          metadata (Fingerprint.to_dict(), sorted keys, schema_version)
+        grams.safetensors  "grams": (layers, m(m+1)/2) float16 upper triangles of the centred Grams
+
+Entries are found by name or by the sha256 of any of their weight files (the Git LFS oid / the Hub's
+``lfs.sha256``). Every write goes to a temporary folder beside the entry and is renamed into place, so a crash
+never leaves half an entry, and a failed fingerprint run writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from bot.errors import ConfigError, RegistryError
+from bot.reef.fingerprint import Fingerprint, pack_grams, unpack_grams
+
+META_FILE = "meta.yaml"
+GRAMS_FILE = "grams.safetensors"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid registry name.
+
+    Raises:
+        ConfigError: not lowercase letters, digits, ``.``, ``_``, ``-`` (starting with a letter or digit).
+    """
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"invalid registry name {name!r}: use lowercase letters, digits, '.', '_' and '-'", key="name"
+        )
+    return name
+
+
+class Registry:
+    """The fingerprints in one folder; iterating yields every entry, sorted by name.
+
+    Args:
+        root: the registry folder.
+
+    Example:
+        >>> registry = Registry(Path("fingerprints"))  # doctest: +SKIP
+        >>> [fp.name for fp in registry]  # doctest: +SKIP
+        ['all-minilm-l6-v2', 'demo-source', 'gemma-3-270m']
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __iter__(self) -> Iterator[Fingerprint]:
+        for name in self.names():
+            yield self.get(name)
+
+    def names(self) -> list[str]:
+        """Entry names, sorted.
+
+        Raises:
+            RegistryError: the registry folder does not exist.
+        """
+        if not self.root.is_dir():
+            raise RegistryError(
+                f"{self.root}: no fingerprint registry here; add a source with "
+                f"`reefguard fingerprint MODEL --name NAME --registry {self.root}`",
+                path=self.root,
+            )
+        return sorted(p.name for p in self.root.iterdir() if (p / META_FILE).is_file() and _NAME.match(p.name))
+
+    def get(self, key: str) -> Fingerprint:
+        """The entry with this name, or whose weights include a file with this sha256.
+
+        Raises:
+            RegistryError: no such entry, or the entry's files are unreadable or inconsistent.
+        """
+        if _NAME.match(key) and (self.root / key / META_FILE).is_file():
+            return self._read(self.root / key)
+        for name in self.names():
+            fingerprint = self._read(self.root / name)
+            if key in fingerprint.weight_sha256.values():
+                return fingerprint
+        raise RegistryError(f"{self.root}: no entry named {key!r} or with weights of that sha256", path=self.root)
+
+    def add(self, fingerprint: Fingerprint, *, replace: bool = False) -> Path:
+        """Write an entry atomically and return its folder.
+
+        Raises:
+            RegistryError: the name is taken and ``replace`` is false.
+            ConfigError: the name is invalid.
+        """
+        final = self.root / check_name(fingerprint.name)
+        if final.exists() and not replace:
+            raise RegistryError(
+                f"{final}: an entry named {fingerprint.name!r} exists; remove it first or pass --replace",
+                path=final,
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint.name}.", dir=self.root))
+        try:
+            self._write(staging, fingerprint)
+            if final.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{fingerprint.name}.old.", dir=self.root))
+                os.replace(final, retired / fingerprint.name)
+                os.replace(staging, final)
+                shutil.rmtree(retired)
+            else:
+                os.replace(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        return final
+
+    def remove(self, name: str) -> None:
+        """Delete an entry.
+
+        Raises:
+            RegistryError: no entry of that name.
+        """
+        folder = self.root / check_name(name)
+        if not (folder / META_FILE).is_file():
+            raise RegistryError(f"{self.root}: no entry named {name!r}", path=self.root)
+        shutil.rmtree(folder)
+
+    @staticmethod
+    def _write(folder: Path, fingerprint: Fingerprint) -> None:
+        from safetensors.numpy import save_file
+
+        save_file(
+            {"grams": pack_grams(fingerprint.grams)},
+            str(folder / GRAMS_FILE),
+            metadata={"schema_version": str(fingerprint.schema_version), "digest": fingerprint.digest},
+        )
+        text = yaml.safe_dump(fingerprint.to_dict(), sort_keys=True, allow_unicode=True, default_flow_style=False)
+        (folder / META_FILE).write_text(text, encoding="utf-8")
+
+    @staticmethod
+    def _read(folder: Path) -> Fingerprint:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        meta_path = folder / META_FILE
+        try:
+            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+            packed = load_file(str(folder / GRAMS_FILE))["grams"]
+        except (OSError, yaml.YAMLError, SafetensorError, KeyError) as e:
+            raise RegistryError(f"{folder}: unreadable registry entry ({e})", path=folder) from e
+        if not isinstance(meta, dict) or not isinstance(meta.get("n_probes"), int):
+            raise RegistryError(f"{meta_path}: not a fingerprint metadata mapping", path=meta_path)
+        try:
+            return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]))
+        except RegistryError as e:
+            raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
+        except (TypeError, ValueError) as e:
+            raise RegistryError(f"{meta_path}: malformed metadata ({e})", path=meta_path) from e
