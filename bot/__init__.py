@@ -1,20 +1,40 @@
 """reefguard: detect fine-tuned, pruned, quantized or merged derivatives of released model weights.
 
-The public API (heavy libraries such as torch load only when a model is loaded)::
+The public API::
 
     from bot import Registry, compare, fingerprint
 
     fp = fingerprint("org/suspect@<sha>")
     report = compare(fp, Registry(Path("fingerprints")))
     report.verdict  # Verdict.DERIVED, MERGED, UNRELATED or INCONCLUSIVE
+
+Names resolve on first use (PEP 562), so ``import bot.reef`` loads the science alone and ``reefguard --help``
+loads neither torch nor the Hub client.
 """
 
-from bot.engine import compare, fingerprint
-from bot.errors import ReefguardError
-from bot.reef.fingerprint import Fingerprint
-from bot.reef.verdict import Report, Verdict
-from bot.registry import Registry
-from bot.sources import ModelSource
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.engine import compare, fingerprint
+    from bot.errors import ReefguardError
+    from bot.reef.fingerprint import Fingerprint
+    from bot.reef.verdict import Report, Verdict
+    from bot.registry import Registry
+    from bot.sources import ModelSource
+
+_HOMES = {
+    "Fingerprint": "bot.reef.fingerprint",
+    "ModelSource": "bot.sources",
+    "ReefguardError": "bot.errors",
+    "Registry": "bot.registry",
+    "Report": "bot.reef.verdict",
+    "Verdict": "bot.reef.verdict",
+    "compare": "bot.engine",
+    "fingerprint": "bot.engine",
+}
 
 __all__ = [
     "Fingerprint",
@@ -26,3 +46,9 @@ __all__ = [
     "compare",
     "fingerprint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'bot' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

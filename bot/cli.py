@@ -51,7 +51,12 @@ def _registry(args: argparse.Namespace) -> Registry:
 
 
 def _fingerprint(
-    args: argparse.Namespace, model: str, *, name: str | None = None, role: str = "source", related: Sequence[str] = ()
+    args: argparse.Namespace,
+    model: str,
+    *,
+    name: str | None = None,
+    role: str = "source",
+    related: Sequence[str] = (),
 ) -> Fingerprint:
     from bot.engine import fingerprint
 

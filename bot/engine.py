@@ -98,9 +98,7 @@ def fingerprint(
     )
 
 
-def _base_path(
-    path: Path, base: ModelSource | str | None, *, endpoint: str | None, token: str | None
-) -> Path | None:
+def _base_path(path: Path, base: ModelSource | str | None, *, endpoint: str | None, token: str | None) -> Path | None:
     """Local files of an adapter's base: the given base, else the one its adapter config names."""
     if base is None:
         if not (path.is_dir() and (path / "adapter_config.json").is_file()):

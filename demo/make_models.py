@@ -74,7 +74,10 @@ def train_tokenizer(text: str) -> PreTrainedTokenizerFast:
     )
     tokenizer.train_from_iterator(text.split("\n\n"), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>"
+        tokenizer_object=tokenizer,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
     )
 
 
@@ -82,12 +85,19 @@ def new_model(kind: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     if kind == "gpt2":
         return GPT2LMHeadModel(
-            GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT * 2, n_embd=WIDTH, n_layer=BLOCKS, n_head=4,
-                       bos_token_id=0, eos_token_id=0)
+            GPT2Config(
+                vocab_size=VOCAB,
+                n_positions=512,
+                n_embd=WIDTH,
+                n_layer=BLOCKS,
+                n_head=4,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
         )
     common = {"vocab_size": VOCAB, "hidden_size": WIDTH, "intermediate_size": 4 * WIDTH,
               "num_hidden_layers": BLOCKS, "num_attention_heads": 4, "num_key_value_heads": 4,
-              "max_position_embeddings": CONTEXT * 2, "tie_word_embeddings": True,
+              "max_position_embeddings": 512, "tie_word_embeddings": True,
               "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}  # fmt: skip
     if kind == "llama":
         return LlamaForCausalLM(LlamaConfig(**common))

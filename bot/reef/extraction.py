@@ -9,6 +9,7 @@ returned in the probes' order. The forward pass stops after the deepest block th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_PROBE_TOKENS = 256  # probes are short; a longer one is cut here (and logged) instead of growing the batch
+MAX_PROBE_TOKENS = 256  # probes are short; a longer one is cut here, with a warning, instead of growing the batch
 
 
 class _StopForward(Exception):
     """Raised by the hook on the deepest block that is needed, to skip the rest of the model."""
 
 
-def transformer_blocks(model: Any, n_layers: int) -> Sequence[Any]:
+def transformer_blocks(model: Any, n_layers: int) -> Any:
     """The model's list of transformer blocks: the ``ModuleList`` that holds ``n_layers`` modules.
 
     Raises:
@@ -109,6 +110,8 @@ def extract_states(
         return hook
 
     out = np.zeros((len(layers), len(texts), loaded.hidden_size), dtype=np.float32)
+    n_cut = 0
+    max_tokens = _token_limit(loaded)
     handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers))]
     try:
         with torch.inference_mode():
@@ -119,21 +122,28 @@ def extract_states(
                     return_tensors="pt",
                     padding=True,
                     truncation=True,
-                    max_length=MAX_PROBE_TOKENS,
+                    max_length=max_tokens,
                 )
                 mask = encoded["attention_mask"]
                 last_index = mask.sum(dim=1) - 1
+                n_cut += int((last_index == max_tokens - 1).sum())
                 captured.clear()
-                try:
+                with contextlib.suppress(_StopForward):
                     loaded.model(**_model_inputs(encoded))
-                except _StopForward:
-                    pass
                 for k, layer in enumerate(layers):
                     out[k, batch] = captured[layer].numpy()
     finally:
         for handle in handles:
             handle.remove()
+    if n_cut:
+        logger.warning("%d probe(s) reached %d tokens and were cut there", n_cut, max_tokens)
     return out
+
+
+def _token_limit(loaded: LoadedModel) -> int:
+    """Tokens per probe: ``MAX_PROBE_TOKENS``, or fewer if the model has fewer positions."""
+    positions = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    return min(MAX_PROBE_TOKENS, int(positions)) if positions else MAX_PROBE_TOKENS
 
 
 def _model_inputs(encoded: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ A fingerprint stores, for each kept block, the m×m centred Gram of the z-scored
 norm), not the states themselves: every CKA variant needs only the Gram, it does not grow with the model's
 width, and it hides the activations. Grams are symmetric, so the file keeps the upper triangle in float16
 (error in CKA below 1e-4). A 10 MB budget decides how many blocks are kept: all of them when they fit
-(a 32-block model with the 512 default probes takes 8.4 MB), otherwise evenly spaced blocks from first to
-last; the choice is recorded in ``layer_selection``.
+(0.37 MB a block with the 610 default probes: up to 26 blocks), otherwise evenly spaced blocks from first
+to last, so a 32-block 7B model keeps 26; the choice is recorded in ``layer_selection``.
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ class Fingerprint:
 
     def to_dict(self) -> dict[str, Any]:
         """Metadata as plain data (no arrays), keys sorted; the inverse of ``from_dict``."""
-        data = {
-            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "grams"
-        }
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "grams"}
         data["weight_sha256"] = dict(self.weight_sha256)
         data["layers"] = list(self.layers)
         data["related"] = list(self.related)
@@ -123,18 +121,20 @@ class Fingerprint:
         return cls(grams=stack, **values)
 
 
-def select_layers(n_layers: int, n_probes: int, *, max_bytes: int = MAX_FINGERPRINT_BYTES) -> tuple[tuple[int, ...], str]:
+def select_layers(
+    n_layers: int, n_probes: int, *, max_bytes: int = MAX_FINGERPRINT_BYTES
+) -> tuple[tuple[int, ...], str]:
     """Which blocks to keep so the stored fingerprint stays within ``max_bytes``.
 
     Returns:
         The ascending block indices and a sentence saying how they were chosen.
 
     Example:
-        >>> select_layers(4, 512)
+        >>> select_layers(4, 610)
         ((0, 1, 2, 3), 'all 4 blocks')
-        >>> layers, how = select_layers(80, 512)
+        >>> layers, how = select_layers(80, 610)
         >>> len(layers), layers[0], layers[-1], how
-        (38, 0, 79, '38 of 80 blocks, evenly spaced (10 MB budget)')
+        (26, 0, 79, '26 of 80 blocks, evenly spaced (10 MB budget)')
     """
     per_layer = n_probes * (n_probes + 1) // 2 * np.dtype(STORAGE_DTYPE).itemsize
     budget = max(1, max_bytes // per_layer)

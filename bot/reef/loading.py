@@ -84,15 +84,22 @@ class LoadedModel:
 class Loader(Protocol):
     """One on-disk model form."""
 
-    name: str
-    reference: str
+    @property
+    def name(self) -> str:
+        """Short name, recorded in LoadedModel.loader."""
+        ...
+
+    @property
+    def reference(self) -> str:
+        """Where the format is documented."""
+        ...
 
     def matches(self, path: Path) -> bool:
         """Whether this loader reads ``path``."""
         ...
 
-    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
-        """Load ``path`` (``base`` is the base model folder for adapters)."""
+    def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
+        """Load ``path`` (``base`` is the base model folder for adapters; the head only when asked)."""
         ...
 
 
@@ -226,14 +233,25 @@ def _from_pretrained(load: Callable[[], Any], what: str, source: Path) -> Any:
         raise ModelLoadError(f"{source}: cannot load the {what}: {first_line}", source=str(source)) from e
 
 
-def _load_folder(folder: Path, *, dtype: str, weight_sha256: Mapping[str, str], loader: str) -> LoadedModel:
-    """Load a validated Hugging Face folder (safetensors weights) as a base model and its tokenizer."""
-    from transformers import AutoModel, AutoTokenizer
+def _auto_class(with_lm_head: bool) -> Any:
+    """transformers' auto class: the bare base model, or with its LM head (what causal-LM adapters target)."""
+    import transformers
+
+    return transformers.AutoModelForCausalLM if with_lm_head else transformers.AutoModel
+
+
+def _load_folder(
+    folder: Path, *, dtype: str, weight_sha256: Mapping[str, str], loader: str, with_lm_head: bool
+) -> LoadedModel:
+    """Load a validated Hugging Face folder (safetensors weights) and its tokenizer."""
+    from transformers import AutoTokenizer
 
     config = read_config(folder)
     common: dict[str, Any] = {"trust_remote_code": False}
     model = _from_pretrained(
-        lambda: AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype), use_safetensors=True, **common),
+        lambda: _auto_class(with_lm_head).from_pretrained(
+            folder, dtype=torch_dtype(dtype), use_safetensors=True, **common
+        ),
         "model",
         folder,
     )
@@ -242,7 +260,13 @@ def _load_folder(folder: Path, *, dtype: str, weight_sha256: Mapping[str, str], 
 
 
 def _loaded(
-    model: Any, tokenizer: Any, config: Mapping[str, Any], *, weight_sha256: Mapping[str, str], dtype: str, loader: str
+    model: Any,
+    tokenizer: Any,
+    config: Mapping[str, Any],
+    *,
+    weight_sha256: Mapping[str, str],
+    dtype: str,
+    loader: str,
 ) -> LoadedModel:
     model.eval()
     text_config = model.config.get_text_config()
@@ -274,7 +298,7 @@ class SafetensorsLoader:
     def matches(self, path: Path) -> bool:
         return path.is_dir() and bool(_weight_files(path, "*.safetensors"))
 
-    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+    def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
         read_config(path)
         files = _weight_files(path, "*.safetensors")
         index = path / "model.safetensors.index.json"
@@ -289,7 +313,7 @@ class SafetensorsLoader:
         for file in files:
             check_safetensors(file)
         shas = {file.name: sha256_file(file) for file in files}
-        return _load_folder(path, dtype=dtype, weight_sha256=shas, loader=self.name)
+        return _load_folder(path, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +329,7 @@ class PytorchBinLoader:
     def matches(self, path: Path) -> bool:
         return path.is_dir() and bool(_weight_files(path, "pytorch_model*.bin"))
 
-    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+    def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
         import torch
         from safetensors.torch import save_file
 
@@ -331,11 +355,14 @@ class PytorchBinLoader:
         with tempfile.TemporaryDirectory(prefix="reefguard-bin-") as tmp:
             converted = Path(tmp)
             # Tied weights share storage, which safetensors refuses; give every tensor its own copy.
-            save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, converted / "model.safetensors")
+            save_file(
+                {k: v.detach().clone().contiguous() for k, v in tensors.items()},
+                converted / "model.safetensors",
+            )
             for side in _SIDE_FILES:
                 if (path / side).is_file():
                     shutil.copy2(path / side, converted / side)
-            return _load_folder(converted, dtype=dtype, weight_sha256=shas, loader=self.name)
+            return _load_folder(converted, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +375,8 @@ class GgufLoader:
     def matches(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".gguf"
 
-    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
+        from transformers import AutoConfig, AutoTokenizer
 
         check_not_lfs_pointer(path)
         with path.open("rb") as handle:
@@ -358,7 +385,9 @@ class GgufLoader:
         folder, name = path.parent, path.name
         config = _from_pretrained(lambda: AutoConfig.from_pretrained(folder, gguf_file=name), "config", path)
         model = _from_pretrained(
-            lambda: AutoModel.from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype)), "model", path
+            lambda: _auto_class(with_lm_head).from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype)),
+            "model",
+            path,
         )
         tokenizer = _from_pretrained(lambda: AutoTokenizer.from_pretrained(folder, gguf_file=name), "tokenizer", path)
         return _loaded(
@@ -381,7 +410,7 @@ class PeftAdapterLoader:
     def matches(self, path: Path) -> bool:
         return path.is_dir() and (path / "adapter_config.json").is_file()
 
-    def load(self, path: Path, *, base: Path | None, dtype: str) -> LoadedModel:
+    def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
         from peft import PeftModel
 
         if base is None:
@@ -396,15 +425,19 @@ class PeftAdapterLoader:
         if not adapter_files:
             raise ModelLoadError(f"{path}: no adapter_model.safetensors", source=str(path))
         check_safetensors(adapter_files[0])
-        base_model = load_model(base, dtype=dtype)
-        merged = _from_pretrained(
-            lambda: PeftModel.from_pretrained(base_model.model, path).merge_and_unload(),
-            f"adapter on base {base} (does the adapter belong to this base?)",
-            path,
-        )
+        # Adapters are trained on the task model (keys under its LM wrapper), so load the base the same way.
+        causal_lm = _adapter_config(path).get("task_type") == "CAUSAL_LM" or _is_causal_lm(base)
+        base_model = load_model(base, dtype=dtype, with_lm_head=causal_lm)
+
+        def apply() -> Any:
+            adapted = PeftModel.from_pretrained(base_model.model, path)
+            _check_every_adapter_tensor_applied(adapted, adapter_files[0], base)
+            return adapted.merge_and_unload()
+
+        merged = _from_pretrained(apply, f"adapter on base {base} (does the adapter belong to this base?)", path)
         shas = {**base_model.weight_sha256, adapter_files[0].name: sha256_file(adapter_files[0])}
         return LoadedModel(
-            model=merged.eval(),
+            model=(merged if with_lm_head else merged.base_model).eval(),
             tokenizer=base_model.tokenizer,
             architecture=base_model.architecture,
             model_type=base_model.model_type,
@@ -416,6 +449,30 @@ class PeftAdapterLoader:
         )
 
 
+def _is_causal_lm(path: Path) -> bool:
+    """Whether a local model is a causal LM: its config names a ``*ForCausalLM`` class, or it is a GGUF file."""
+    if path.is_file():
+        return path.suffix == ".gguf"
+    architectures = read_config(path).get("architectures") or []
+    return any(str(name).endswith("ForCausalLM") for name in architectures)
+
+
+def _check_every_adapter_tensor_applied(adapted: Any, adapter_file: Path, base: Path) -> None:
+    """PEFT only warns when adapter tensors match no module; a silently unapplied adapter is an error here."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_file), framework="pt") as handle:
+        stored = set(handle.keys())
+    missing = sorted(stored - set(get_peft_model_state_dict(adapted)))
+    if missing:
+        raise ModelLoadError(
+            f"{adapter_file}: {len(missing)} adapter tensors match no module of base {base} (first: {missing[0]}); "
+            "does the adapter belong to this base?",
+            source=str(adapter_file.parent),
+        )
+
+
 LOADERS: dict[str, Loader] = {
     "peft-adapter": PeftAdapterLoader(),
     "gguf": GgufLoader(),
@@ -424,22 +481,30 @@ LOADERS: dict[str, Loader] = {
 }
 
 
-def adapter_base_reference(path: Path) -> str | None:
-    """The base model named in a PEFT adapter's ``adapter_config.json``, or None if it names none.
-
-    Raises:
-        ModelLoadError: the adapter config is not readable JSON.
-    """
+def _adapter_config(path: Path) -> dict[str, Any]:
     config_path = path / "adapter_config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"{config_path}: not readable JSON ({e})", source=str(path)) from e
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path}: not a JSON object", source=str(path))
+    return config
+
+
+def adapter_base_reference(path: Path) -> str | None:
+    """The base model named in a PEFT adapter's ``adapter_config.json``, or None if it names none.
+
+    Raises:
+        ModelLoadError: the adapter config is not a readable JSON object.
+    """
+    base = _adapter_config(path).get("base_model_name_or_path")
     return str(base) if base else None
 
 
-def load_model(path: Path, *, base: Path | None = None, dtype: str = "float32") -> LoadedModel:
+def load_model(
+    path: Path, *, base: Path | None = None, dtype: str = "float32", with_lm_head: bool = False
+) -> LoadedModel:
     """Load a local model in any form that ``LOADERS`` knows.
 
     Args:
@@ -447,6 +512,8 @@ def load_model(path: Path, *, base: Path | None = None, dtype: str = "float32") 
             adapter folder.
         base: the base model folder for an adapter (default: the adapter config's base, if local).
         dtype: one of ``DTYPES``; weights are loaded in it explicitly, never in a config's default.
+        with_lm_head: load the causal-LM head too (adapters trained on it need it); the default loads the
+            bare base model, which is all extraction runs.
 
     Returns:
         The loaded model with its tokenizer and recorded facts.
@@ -465,11 +532,10 @@ def load_model(path: Path, *, base: Path | None = None, dtype: str = "float32") 
     for loader in LOADERS.values():
         if loader.matches(path):
             logger.info("loading %s with the %s loader (%s)", path, loader.name, dtype)
-            return loader.load(path, base=base, dtype=dtype)
+            return loader.load(path, base=base, dtype=dtype, with_lm_head=with_lm_head)
     if path.is_dir() and not (path / "config.json").is_file():
         read_config(path)  # raises the "no config.json" error, the most common cause
     raise ModelLoadError(
-        f"{path}: no model weights found (looked for *.safetensors, *.gguf, pytorch_model*.bin, "
-        "adapter_config.json)",
+        f"{path}: no model weights found (looked for *.safetensors, *.gguf, pytorch_model*.bin, adapter_config.json)",
         source=str(path),
     )

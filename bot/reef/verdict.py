@@ -143,12 +143,14 @@ def relative_depths(layers: Sequence[int], n_layers: int) -> NDArray[np.float64]
     return (np.asarray(layers, dtype=np.float64) + 1.0) / n_layers
 
 
-def aligned_score(grid: NDArray[np.floating], source_depths: NDArray[np.floating], suspect_depths: NDArray[np.floating]) -> float:
+def aligned_score(
+    grid: NDArray[np.floating], source_depths: NDArray[np.floating], suspect_depths: NDArray[np.floating]
+) -> float:
     """Mean over source blocks of the best CKA among suspect blocks at a similar relative depth.
 
     Example:
         >>> grid = np.array([[0.9, 0.2], [0.3, 0.8]])
-        >>> aligned_score(grid, np.array([0.5, 1.0]), np.array([0.5, 1.0]))
+        >>> round(aligned_score(grid, np.array([0.5, 1.0]), np.array([0.5, 1.0])), 6)
         0.85
     """
     gaps = np.abs(source_depths[:, None] - suspect_depths[None, :])
@@ -359,19 +361,25 @@ def _decide(
             return Verdict.INCONCLUSIVE, (), "the registry has no sources to check against"
         if unsure:
             names = ", ".join(m.source for m in unsure)
-            return Verdict.INCONCLUSIVE, (), f"weak or uncalibrated evidence for {names} (no source at p < {alpha})"
+            return (
+                Verdict.INCONCLUSIVE,
+                (),
+                f"weak or uncalibrated evidence for {names} (no source at p < {alpha})",
+            )
         return Verdict.UNRELATED, (), f"no source reaches adjusted p < {alpha}"
     families: list[list[SourceMatch]] = []
     for hit in hits:  # most significant first, so each family's first member is its best source
-        family = next(
-            (f for f in families if any(_related(sources[hit.source], sources[m.source]) for m in f)), None
-        )
+        family = next((f for f in families if any(_related(sources[hit.source], sources[m.source]) for m in f)), None)
         if family is None:
             families.append([hit])
         else:
             family.append(hit)
     named = tuple(family[0].source for family in families)
     if len(families) == 1:
-        return Verdict.DERIVED, named, f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha}"
+        return (
+            Verdict.DERIVED,
+            named,
+            f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha}",
+        )
     listed = " and ".join(named)
     return Verdict.MERGED, named, f"{len(named)} unrelated sources match at adjusted p < {alpha}: {listed}"

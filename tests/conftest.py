@@ -1,0 +1,66 @@
+"""Shared fixtures: every test owns its world (env, caches, registry) and builds its own small models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.reef.probes import ProbeSet, load_probes
+from tests import builders
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No CI, GitHub or Hub settings leak in; caches go to tmp; the default registry location is a trap."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("GITHUB_", "INPUT_")) or key in {"HF_TOKEN", "HF_ENDPOINT", "CI"}:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("REEFGUARD_NO_PROGRESS", "1")
+    # Reading the default registry fails (it does not exist); a test must name its registry.
+    monkeypatch.setenv("REEFGUARD_REGISTRY", str(tmp_path / "no-default-registry"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session folder of tiny seeded models (see tests/builders.py), built on first use."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(models_dir: Path) -> Path:
+    return builders.tiny_model(models_dir / "llama", "llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(models_dir: Path) -> Path:
+    return builders.tiny_model(models_dir / "gpt2", "gpt2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(models_dir: Path) -> Path:
+    return builders.tiny_bert(models_dir / "bert", seed=0)
+
+
+@pytest.fixture(scope="session")
+def few_probes() -> ProbeSet:
+    """The first 32 default probes: enough for CKA, fast on any model."""
+    probes = load_probes()
+    return builders.probe_subset(probes, 32)
+
+
+@pytest.fixture
+def demo_registry(tmp_path: Path) -> Path:
+    """A writable copy of the repository's committed fingerprints/ (demo entries and references)."""
+    import shutil
+
+    target = tmp_path / "fingerprints"
+    shutil.copytree(REPO / "fingerprints", target)
+    return target
