@@ -12,13 +12,15 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import _output
 from bot.errors import ConfigError, ReefguardError
+from bot.hub import commands as hub_commands
+from bot.trap2 import commands as trap2_commands
 
 if TYPE_CHECKING:
     from bot.reef.fingerprint import Fingerprint
@@ -105,7 +107,7 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
     registry = _registry(args)
     registry.names()  # a missing registry fails before the model is loaded
     fp = _fingerprint(args, args.model)
-    report = compare(fp, registry, measure=args.measure, alpha=args.alpha)
+    report = compare(fp, registry, measure=args.measure, alpha=args.alpha, conditioned=not args.raw)
     _render(report, args)
     return ExitCode.FINDING if str(report.verdict) in FAIL_ON[args.fail_on] else ExitCode.OK
 
@@ -119,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
     registry = _registry(args)
     known = set(registry.names()) if registry.root.is_dir() else set()
     a, b = (registry.get(ref) if ref in known else _fingerprint(args, ref) for ref in (args.a, args.b))
-    grid, score = pair_grid(a, b, measure=args.measure)
+    grid, score = pair_grid(a, b, measure=args.measure, conditioned=not args.raw)
     if args.json:
         data = {"a": a.name, "b": b.name, "measure": args.measure, "score": round(score, 4),
                 "a_layers": list(a.layers), "b_layers": list(b.layers), "grid": grid.round(4).tolist()}  # fmt: skip
@@ -150,6 +152,13 @@ def cmd_registry(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log what happens to stderr")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only errors on stderr, no progress bars"
+    )
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probes", default="default", help="'default' or a .txt/.jsonl/.csv probe file")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
@@ -169,11 +178,13 @@ def _registry_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept separate so tests and docs can inspect it)."""
     parser = argparse.ArgumentParser(prog="reefguard", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr, no progress bars")
+    _verbosity_options(parser, default=False)
+    # -v/-q also after the command; SUPPRESS keeps a subcommand's unset flag from overwriting the top level's.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    _verbosity_options(verbosity, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fp = commands.add_parser("fingerprint", help="fingerprint a model and add it to the registry")
+    fp = commands.add_parser("fingerprint", parents=[verbosity], help="fingerprint a model and add it to the registry")
     fp.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
     fp.add_argument("--name", help="registry name (default: from the model reference)")
     fp.add_argument("--role", default="source", choices=("source", "reference"),
@@ -183,40 +194,51 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(fp)
     _registry_option(fp)
 
-    check = commands.add_parser("check", help="check a model against every registry source")
+    check = commands.add_parser("check", parents=[verbosity], help="check a model against every registry source")
     check.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
     check.add_argument("--fail-on", default="derived", choices=tuple(FAIL_ON),
                        help="exit 1 at this verdict level (default: derived or merged)")  # fmt: skip
     check.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
     check.add_argument("--report", metavar="DIR", help="write report.md, report.json and heatmaps here")
 
-    cmp = commands.add_parser("compare", help="layer-by-layer CKA grid of two models or registry entries")
+    cmp = commands.add_parser(
+        "compare", parents=[verbosity], help="layer-by-layer CKA grid of two models or registry entries"
+    )
     cmp.add_argument("a")
     cmp.add_argument("b")
     for sub in (check, cmp):
         sub.add_argument("--measure", default="linear", choices=("linear", "debiased", "rbf"))
         sub.add_argument("--json", action="store_true", help="JSON on stdout (schema in README)")
+        sub.add_argument(
+            "--raw", action="store_true", help="REEF's plain CKA, without projecting out the probes' surface"
+        )
         _model_options(sub)
         _registry_option(sub)
 
-    reg = commands.add_parser("registry", help="list, show or remove registry entries")
+    reg = commands.add_parser("registry", parents=[verbosity], help="list, show or remove registry entries")
     reg.add_argument("action", choices=("list", "show", "remove"))
     reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, remove)")
     reg.add_argument("--json", action="store_true")
     _registry_option(reg)
+
+    action = commands.add_parser("action", help="run as the GitHub Action (reads the INPUT_* and GITHUB_* variables)")
+    for sub, handler in ((fp, cmd_fingerprint), (check, cmd_check), (cmp, cmd_compare), (reg, cmd_registry),
+                         (action, cmd_action)):  # fmt: skip
+        sub.set_defaults(handler=handler)
+    # The integrations declare their own subcommands; their modules import nothing heavy at load time.
+    hub_commands.register(commands, parents=[verbosity])
+    trap2_commands.register(commands, parents=[verbosity])
     return parser
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], ExitCode]] = {
-    "fingerprint": cmd_fingerprint,
-    "check": cmd_check,
-    "compare": cmd_compare,
-    "registry": cmd_registry,
-}
+def cmd_action(args: argparse.Namespace) -> ExitCode:
+    from bot.github.action import run
+
+    return ExitCode(run(os.environ))
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level_name = os.environ.get("REEFGUARD_LOG_LEVEL", "DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
+    level_name = os.environ.get("REEFGUARD_LOG_LEVEL", "INFO" if args.verbose else "ERROR" if args.quiet else "WARNING")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("reefguard: %(message)s"))
     logger.handlers[:] = [handler]
@@ -239,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _output.error(f"reefguard: error: registry {args.action} needs a NAME")
         return ExitCode.USAGE
     try:
-        return HANDLERS[args.command](args)
+        return ExitCode(args.handler(args))
     except ConfigError as e:
         _output.error(f"reefguard: error: {e}")
         return ExitCode.USAGE

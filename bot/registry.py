@@ -5,7 +5,8 @@ Layout, one folder per entry::
     fingerprints/
       gemma-3-270m/
         meta.yaml          metadata (Fingerprint.to_dict(), sorted keys, schema_version)
-        grams.safetensors  "grams": (layers, m(m+1)/2) float16 upper triangles of the centred Grams
+        grams.safetensors  "grams": (layers, m(m+1)/2) float16 upper triangles of the centred Grams;
+                           "probe_basis": (m, r) float16, the probes' surface basis (see bot.reef.probes)
 
 Entries are found by name or by the sha256 of any of their weight files (the Git LFS oid / the Hub's
 ``lfs.sha256``). Every write goes to a temporary folder beside the entry and is renamed into place, so a crash
@@ -21,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from bot.errors import ConfigError, RegistryError
@@ -135,10 +137,10 @@ class Registry:
     def _write(folder: Path, fingerprint: Fingerprint) -> None:
         from safetensors.numpy import save_file
 
+        # No safetensors metadata: the library writes its keys in hash order, and the file must be byte-stable.
         save_file(
-            {"grams": pack_grams(fingerprint.grams)},
+            {"grams": pack_grams(fingerprint.grams), "probe_basis": fingerprint.probe_basis.astype(np.float16)},
             str(folder / GRAMS_FILE),
-            metadata={"schema_version": str(fingerprint.schema_version), "digest": fingerprint.digest},
         )
         text = yaml.safe_dump(fingerprint.to_dict(), sort_keys=True, allow_unicode=True, default_flow_style=False)
         (folder / META_FILE).write_text(text, encoding="utf-8")
@@ -151,13 +153,14 @@ class Registry:
         meta_path = folder / META_FILE
         try:
             meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
-            packed = load_file(str(folder / GRAMS_FILE))["grams"]
+            arrays = load_file(str(folder / GRAMS_FILE))
+            packed, basis = arrays["grams"], arrays["probe_basis"]
         except (OSError, yaml.YAMLError, SafetensorError, KeyError) as e:
             raise RegistryError(f"{folder}: unreadable registry entry ({e})", path=folder) from e
         if not isinstance(meta, dict) or not isinstance(meta.get("n_probes"), int):
             raise RegistryError(f"{meta_path}: not a fingerprint metadata mapping", path=meta_path)
         try:
-            return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]))
+            return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]), basis)
         except RegistryError as e:
             raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
         except (TypeError, ValueError) as e:

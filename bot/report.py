@@ -153,7 +153,7 @@ def render_table(report: Report) -> str:
     """
     rows = [_TABLE_HEADER, *([match.source, *_match_cells(match)] for match in report.matches)]
     lines = [
-        f"suspect {report.suspect} ({report.suspect_model}), measure {report.measure}, alpha {report.alpha}",
+        f"suspect {report.suspect} ({report.suspect_model}), measure {_measure_name(report)}, alpha {report.alpha}",
         *_align(rows, text_columns=(0, len(_TABLE_HEADER) - 1)),
     ]
     # The inconclusive line already carries its reason.
@@ -252,14 +252,24 @@ def _null_sizes(matches: Sequence[SourceMatch]) -> str:
     return f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]}-{sizes[-1]}"
 
 
+def _measure_name(report: Report) -> str:
+    """The measure as reports name it: ``linear`` or ``linear (raw)`` when not conditioned."""
+    return report.measure if report.conditioned else f"{report.measure} (raw)"
+
+
 def _how_to_read(report: Report) -> str:
     """The paragraph explaining score, null, p-values and the decision rule, with this report's numbers."""
     measure = f"{report.measure} CKA"
     if report.measure in MEASURES:
         measure = f"[{measure}]({MEASURES[report.measure].reference})"
+    conditioning = (
+        ", after projecting out what the probes' surface alone predicts (last characters, length)"
+        if report.conditioned
+        else ""
+    )
     return (
         f"**Score** is the layer-aligned {measure} of last-token hidden states on a fixed probe set "
-        "(REEF): each source block is paired with the best suspect block at a similar relative depth, "
+        f"(REEF){conditioning}: each source block is paired with the best suspect block at a similar relative depth, "
         "1.0 meaning identical representational geometry. Unrelated models of the same architecture can "
         "still score high, so each score is judged against its source's own **null**: the scores of "
         f"{_null_sizes(report.matches)} unrelated registry entries. The **p-value** is the chance that an "

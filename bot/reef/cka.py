@@ -115,9 +115,7 @@ def centered_gram(states: NDArray[np.floating], *, standardize: bool = True) -> 
     return result
 
 
-def linear_cka_features(
-    x: NDArray[np.floating], y: NDArray[np.floating], *, standardize: bool = False
-) -> float:
+def linear_cka_features(x: NDArray[np.floating], y: NDArray[np.floating], *, standardize: bool = False) -> float:
     """Linear CKA from the features themselves: ``‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F)`` (Kornblith 2019, eq. 5).
 
     The plain feature-space formula on column-centred features, independent of the Gram route; tests and
@@ -141,9 +139,7 @@ def linear_cka_features(
         1.0
     """
     if np.shape(x)[0] != np.shape(y)[0]:
-        raise ConfigError(
-            f"linear CKA needs the same probes on both sides, got {np.shape(x)[0]} and {np.shape(y)[0]}"
-        )
+        raise ConfigError(f"linear CKA needs the same probes on both sides, got {np.shape(x)[0]} and {np.shape(y)[0]}")
     xc = _centered_features(x, standardize=standardize)
     yc = _centered_features(y, standardize=standardize)
     cross = float(np.linalg.norm(yc.T @ xc) ** 2)
@@ -158,9 +154,7 @@ def _as_grams(grams: NDArray[np.floating]) -> NDArray[np.float64]:
     """
     stack = np.asarray(grams, dtype=np.float64)
     if stack.ndim != 3 or stack.shape[1] != stack.shape[2]:
-        raise ConfigError(
-            f"grams: expected an (L, m, m) stack of square Gram matrices, got shape {stack.shape}"
-        )
+        raise ConfigError(f"grams: expected an (L, m, m) stack of square Gram matrices, got shape {stack.shape}")
     if stack.shape[1] < MIN_PROBES:
         raise ConfigError(f"grams: {stack.shape[1]} probe(s); CKA needs at least {MIN_PROBES}")
     if not np.isfinite(stack).all():
@@ -184,6 +178,38 @@ def _unit_rows(matrices: NDArray[np.float64], inputs: NDArray[np.float64]) -> ND
     safe = np.where(degenerate, 1.0, norms)
     result: NDArray[np.float64] = np.where(degenerate[:, None], 0.0, rows / safe[:, None])
     return result
+
+
+def condition_grams(grams: NDArray[np.floating], basis: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Project a basis of probe covariates out of every Gram: ``P K P`` with ``P = I - B Bᵀ``.
+
+    This is the Gram of the states' residuals after regressing out the covariates, so a measure applied to
+    the result compares what the models encode beyond those covariates (a partial CKA). With an empty basis
+    the Grams come back unchanged.
+
+    Args:
+        grams: ``(L, m, m)`` centred Grams.
+        basis: ``(m, r)`` with orthonormal columns, e.g. ``bot.reef.probes.surface_basis``.
+
+    Raises:
+        ConfigError: the basis does not have one row per probe.
+
+    Example:
+        >>> x = np.random.default_rng(1).standard_normal((8, 3))
+        >>> b = np.linalg.qr(x - x.mean(axis=0))[0][:, :1]
+        >>> k = condition_grams(np.stack([x @ x.T]), b)
+        >>> bool(np.allclose(k[0] @ b, 0))
+        True
+    """
+    stack = _as_grams(grams)
+    b = np.asarray(basis, dtype=np.float64)
+    if b.ndim != 2 or b.shape[0] != stack.shape[1]:
+        raise ConfigError(f"basis: expected shape ({stack.shape[1]}, r), got {b.shape}")
+    if b.shape[1] == 0:
+        return stack
+    kb = stack @ b  # (L, m, r)
+    projected: NDArray[np.float64] = stack - kb @ b.T - b @ kb.transpose(0, 2, 1) + b @ (b.T @ kb) @ b.T
+    return projected
 
 
 class Measure(Protocol):
@@ -374,9 +400,7 @@ class RbfCKA:
         return _unit_rows(centred, kernels)
 
 
-def cka_grid(
-    grams_x: NDArray[np.floating], grams_y: NDArray[np.floating], measure: Measure
-) -> NDArray[np.float64]:
+def cka_grid(grams_x: NDArray[np.floating], grams_y: NDArray[np.floating], measure: Measure) -> NDArray[np.float64]:
     """CKA of every layer of one fingerprint against every layer of another.
 
     Args:

@@ -23,13 +23,14 @@ from bot.errors import RegistryError
 from bot.reef.cka import centered_gram
 from bot.reef.extraction import extract_states
 from bot.reef.loading import LoadedModel
-from bot.reef.probes import ProbeSet
+from bot.reef.probes import ProbeSet, surface_basis
 
 SCHEMA_VERSION = 1
 MAX_FINGERPRINT_BYTES = 10_000_000
 STORAGE_DTYPE = "float16"
 ROLES = ("source", "reference")
 TOOL_VERSION = "0.1.0"
+_ARRAYS = ("grams", "probe_basis")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +56,9 @@ class Fingerprint:
         related: registry names this model is declared to derive from or share lineage with.
         tool_version: reefguard version that made it; created: UTC date-time, ISO 8601.
         grams: ``(len(layers), n_probes, n_probes)`` float32, read-only.
-        digest: sha256 of the stored Gram bytes and the probe hash; equal digests mean equal fingerprints.
+        probe_basis: ``(n_probes, r)`` orthonormal basis of the probes' surface features
+            (``bot.reef.probes.surface_basis``), projected out of the Grams by conditioned comparisons.
+        digest: sha256 of the stored arrays and the probe hash; equal digests mean equal fingerprints.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -80,19 +83,22 @@ class Fingerprint:
     tool_version: str = TOOL_VERSION
     created: str
     grams: NDArray[np.float32] = field(compare=False, repr=False)
+    probe_basis: NDArray[np.float32] = field(compare=False, repr=False)
     digest: str
 
     def to_dict(self) -> dict[str, Any]:
         """Metadata as plain data (no arrays), keys sorted; the inverse of ``from_dict``."""
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "grams"}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in _ARRAYS}
         data["weight_sha256"] = dict(self.weight_sha256)
         data["layers"] = list(self.layers)
         data["related"] = list(self.related)
         return dict(sorted(data.items()))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], grams: NDArray[np.floating]) -> Fingerprint:
-        """Rebuild a fingerprint from ``to_dict()`` output and its Gram stack.
+    def from_dict(
+        cls, data: Mapping[str, Any], grams: NDArray[np.floating], probe_basis: NDArray[np.floating]
+    ) -> Fingerprint:
+        """Rebuild a fingerprint from ``to_dict()`` output and its arrays.
 
         Raises:
             RegistryError: unknown schema version, missing or unknown keys, or Grams that disagree with the
@@ -103,7 +109,7 @@ class Fingerprint:
                 f"fingerprint schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}; "
                 "upgrade reefguard or re-fingerprint the model"
             )
-        expected = set(cls.__dataclass_fields__) - {"grams"}
+        expected = set(cls.__dataclass_fields__) - set(_ARRAYS)
         unknown, missing = set(data) - expected, expected - set(data)
         if unknown or missing:
             raise RegistryError(
@@ -114,11 +120,14 @@ class Fingerprint:
         values["layers"] = tuple(int(x) for x in values["layers"])
         values["related"] = tuple(str(x) for x in values["related"])
         stack = _read_only(np.asarray(grams, dtype=np.float32))
+        basis = _read_only(np.asarray(probe_basis, dtype=np.float32))
         if stack.shape != (len(values["layers"]), values["n_probes"], values["n_probes"]):
             raise RegistryError(f"fingerprint {values['name']!r}: Gram stack has shape {stack.shape}")
-        if gram_digest(stack, str(values["probe_sha256"])) != values["digest"]:
-            raise RegistryError(f"fingerprint {values['name']!r}: Grams do not match the recorded digest")
-        return cls(grams=stack, **values)
+        if basis.ndim != 2 or basis.shape[0] != values["n_probes"]:
+            raise RegistryError(f"fingerprint {values['name']!r}: probe basis has shape {basis.shape}")
+        if fingerprint_digest(stack, basis, str(values["probe_sha256"])) != values["digest"]:
+            raise RegistryError(f"fingerprint {values['name']!r}: arrays do not match the recorded digest")
+        return cls(grams=stack, probe_basis=basis, **values)
 
 
 def select_layers(
@@ -136,8 +145,10 @@ def select_layers(
         >>> len(layers), layers[0], layers[-1], how
         (26, 0, 79, '26 of 80 blocks, evenly spaced (10 MB budget)')
     """
-    per_layer = n_probes * (n_probes + 1) // 2 * np.dtype(STORAGE_DTYPE).itemsize
-    budget = max(1, max_bytes // per_layer)
+    itemsize = np.dtype(STORAGE_DTYPE).itemsize
+    per_layer = n_probes * (n_probes + 1) // 2 * itemsize
+    basis_bytes = n_probes * (n_probes // 4) * itemsize  # the largest probe basis surface_basis returns
+    budget = max(1, (max_bytes - basis_bytes) // per_layer)
     if n_layers <= budget:
         return tuple(range(n_layers)), f"all {n_layers} blocks"
     picks = np.unique(np.round(np.linspace(0, n_layers - 1, budget)).astype(int))
@@ -159,10 +170,11 @@ def unpack_grams(packed: NDArray[np.floating], n_probes: int) -> NDArray[np.floa
     return grams
 
 
-def gram_digest(grams: NDArray[np.floating], probe_sha256: str) -> str:
-    """sha256 over the stored (packed float16) Grams and the probe hash."""
+def fingerprint_digest(grams: NDArray[np.floating], probe_basis: NDArray[np.floating], probe_sha256: str) -> str:
+    """sha256 over the stored (float16) Grams and probe basis, and the probe hash."""
     digest = hashlib.sha256(probe_sha256.encode("ascii"))
     digest.update(pack_grams(grams).tobytes())
+    digest.update(np.ascontiguousarray(probe_basis, dtype=np.float16).tobytes())
     return digest.hexdigest()
 
 
@@ -213,6 +225,7 @@ def fingerprint_model(
     states = extract_states(loaded, probes.texts, layers=layers, batch_size=batch_size, show_progress=show_progress)
     stack = np.stack([centered_gram(layer_states, standardize=standardize) for layer_states in states])
     grams = _read_only(unpack_grams(pack_grams(stack), len(probes)))
+    basis = _read_only(surface_basis(probes.texts).astype(np.float16).astype(np.float32))
     return Fingerprint(
         name=name,
         model=model,
@@ -233,5 +246,6 @@ def fingerprint_model(
         related=tuple(sorted(related)),
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         grams=grams,
-        digest=gram_digest(grams, probes.sha256),
+        probe_basis=basis,
+        digest=fingerprint_digest(grams, basis, probes.sha256),
     )

@@ -158,7 +158,7 @@ def check_safetensors(path: Path) -> None:
         header_len = int.from_bytes(prefix, "little")
         if header_len > size - 8:
             raise ModelLoadError(
-                f"{path}: corrupt safetensors header (claims {header_len} header bytes, file has {size})",
+                f"{path}: corrupt or truncated safetensors header (claims {header_len} header bytes, file has {size})",
                 source=str(path),
             )
         try:

@@ -25,10 +25,14 @@ import hashlib
 import io
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 from bot.errors import ConfigError
 
@@ -220,3 +224,36 @@ def _probe_set(name: str, texts: list[str], *, where: str, path: Path | None = N
     probes = ProbeSet.of(name, texts)
     logger.debug("loaded %d probes from %s (sha256 %s)", len(texts), where, probes.sha256)
     return probes
+
+
+SURFACE_BUCKETS = 64
+
+
+def surface_basis(texts: Sequence[str]) -> NDArray[np.float32]:
+    """Orthonormal basis of what a probe's surface alone predicts: its last characters, length and line count.
+
+    Every model's last-token state encodes the last token, so unrelated models that tokenize alike look alike
+    (0.8 and more CKA between independent tiny models). Projecting this basis out of each Gram (see
+    ``bot.reef.cka.condition_grams``) leaves the structure a model adds beyond the probe's surface. Features:
+    hashed one-hot codes of the last 1, 2 and 3 characters (64 buckets each), length / 100 and newline count,
+    centred over the probes.
+
+    Returns:
+        ``(m, r)`` float32 with orthonormal columns, r ≤ 194 (fewer when features coincide).
+
+    Example:
+        >>> basis = surface_basis(["a cat", "a dog", "two cats", "one dog"])
+        >>> basis.shape[0], bool(np.allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-5))
+        (4, True)
+    """
+    features = np.zeros((len(texts), 3 * SURFACE_BUCKETS + 2))
+    for row, text in enumerate(texts):
+        for n in (1, 2, 3):
+            features[row, (n - 1) * SURFACE_BUCKETS + zlib.crc32(text[-n:].encode("utf-8")) % SURFACE_BUCKETS] = 1
+        features[row, -2:] = len(text) / 100, text.count("\n")
+    features -= features.mean(axis=0)
+    left, singular, _ = np.linalg.svd(features, full_matrices=False)
+    rank = int((singular > singular.max() * 1e-8).sum()) if singular.size else 0
+    # Never project out everything: keep at least a quarter of the probe space for the comparison.
+    rank = min(rank, len(texts) // 4)
+    return np.ascontiguousarray(left[:, :rank], dtype=np.float32)

@@ -130,9 +130,7 @@ class HubServer:
             (_GET_HEAD, re.compile(r"/cdn/(?P<sha256>[0-9a-f]{64})"), self._cdn),
         ]
 
-    def add_repo(
-        self, repo_id: str, folder: Path, *, sha: str, branch: str = "main", gated: bool = False
-    ) -> None:
+    def add_repo(self, repo_id: str, folder: Path, *, sha: str, branch: str = "main", gated: bool = False) -> None:
         """Serve `folder` as commit `sha` of `repo_id` with `branch` at it; call again to add commits."""
         if not _SHA.fullmatch(sha):
             raise ValueError(f"sha must be 40 lowercase hex digits, got {sha!r}")
@@ -166,9 +164,7 @@ class HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self}))
         # A short poll keeps stop() fast: shutdown() waits for the loop's next poll (0.5 s by default).
         poll = {"poll_interval": 0.05}
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs=poll, name="hub-double", daemon=True
-        ).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs=poll, name="hub-double", daemon=True).start()
         return self
 
     def stop(self) -> None:
