@@ -13,12 +13,12 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import _output
 from bot.errors import ConfigError, ReefguardError
+from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
 from bot.trap2 import commands as trap2_commands
 
@@ -28,22 +28,6 @@ if TYPE_CHECKING:
     from bot.registry import Registry
 
 logger = logging.getLogger("bot")
-
-FAIL_ON = {
-    "derived": {"derived", "merged"},
-    "merged": {"merged"},
-    "inconclusive": {"derived", "merged", "inconclusive"},
-    "never": set(),
-}
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    FINDING = 1
-    USAGE = 2
-    ERROR = 3
-    UNEXPECTED = 4
-    INTERRUPTED = 130
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -72,6 +56,7 @@ def _fingerprint(
         base=args.base,
         standardize=not args.no_standardize,
         batch_size=args.batch_size,
+        extraction=args.extraction,
         show_progress=not args.quiet,
         token=os.environ.get("HF_TOKEN"),
     )
@@ -164,6 +149,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--base", help="base model of a PEFT adapter (default: the adapter config's)")
     parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
+    parser.add_argument(
+        "--extraction",
+        default="auto",
+        choices=("auto", "stream", "full"),
+        help="run the model one block at a time (stream) or whole (full); auto streams a safetensors model "
+        "that would not fit comfortably in memory (default auto)",
+    )
     parser.add_argument("--no-standardize", action="store_true", help="skip REEF's per-feature z-scoring")
 
 

@@ -1,0 +1,209 @@
+"""The model-card pull request: declare ``base_model`` / ``base_model_relation`` in a model folder's README.
+
+A Hugging Face model card is a README whose YAML front matter (between ``---`` lines) holds metadata; the
+Hub's model tree reads ``base_model`` (a list of model ids) and ``base_model_relation`` (``adapter``,
+``merge``, ``quantized`` or ``finetune``). The bot sets those two keys and keeps every other key in order
+(comments and layout inside the front matter are not kept: it is re-dumped). The change goes on the branch
+``reefguard/card-<path-slug>`` with one pull request into the default branch, both reused by reruns; the
+default branch itself is never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from bot.errors import ConfigError
+from bot.github import markers
+from bot.github.client import github_errors, is_not_found
+
+if TYPE_CHECKING:
+    from github.Repository import Repository
+
+logger = logging.getLogger(__name__)
+
+BRANCH_PREFIX = "reefguard/card-"
+RELATIONS = ("adapter", "merge", "quantized", "finetune")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(?P<yaml>.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
+
+
+def branch_for(model_path: str) -> str:
+    """The card branch of a model path: a readable slug plus a short hash keeping distinct paths apart.
+
+    Example:
+        >>> branch_for("models/My Model")
+        'reefguard/card-models-my-model-e6de211f'
+    """
+    slug = re.sub(r"[^a-z0-9._-]+", "-", model_path.lower()).strip("-.") or "root"
+    digest = hashlib.sha256(model_path.encode("utf-8")).hexdigest()[:8]
+    return f"{BRANCH_PREFIX}{slug[:60]}-{digest}"
+
+
+def set_base_model(card: str | None, *, base_models: Sequence[str], relation: str) -> str:
+    """The card text with ``base_model`` and ``base_model_relation`` set, every other key kept in order.
+
+    Args:
+        card: the README text, None or empty for a missing card.
+        base_models: the base model references.
+        relation: one of ``RELATIONS``.
+
+    Raises:
+        ConfigError: the front matter is not a YAML mapping.
+
+    Example:
+        >>> card = "---\\nlicense: mit\\n---\\n# Model\\n"
+        >>> print(set_base_model(card, base_models=["org/base"], relation="finetune"))
+        ---
+        license: mit
+        base_model:
+        - org/base
+        base_model_relation: finetune
+        ---
+        # Model
+        <BLANKLINE>
+    """
+    if relation not in RELATIONS:
+        raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
+    text = card or ""
+    match = _FRONT_MATTER.match(text)
+    metadata: dict[str, Any] = {}
+    rest = text
+    if match is not None:
+        loaded = yaml.safe_load(match.group("yaml")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("README.md: the model card's front matter is not a YAML mapping", key="base_model")
+        metadata, rest = loaded, text[match.end() :]
+    metadata["base_model"] = list(base_models)
+    metadata["base_model_relation"] = relation
+    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return f"---\n{header}---\n{rest}"
+
+
+def declares(card: str | None, *, base_models: Sequence[str], relation: str) -> bool:
+    """Whether the card already declares exactly these base models and relation."""
+    match = _FRONT_MATTER.match(card or "")
+    if match is None:
+        return False
+    try:
+        metadata = yaml.safe_load(match.group("yaml"))
+    except yaml.YAMLError:
+        return False
+    if not isinstance(metadata, dict):
+        return False
+    declared = metadata.get("base_model")
+    declared = [declared] if isinstance(declared, str) else declared
+    return declared == list(base_models) and metadata.get("base_model_relation") == relation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardDraft:
+    """A model-card change the bot wants proposed.
+
+    Attributes:
+        model_path: the model; card_path: its README (workspace-relative).
+        base_models: the sources' model references; relation: the Hub's ``base_model_relation``.
+        title: the pull request title; body: its text, which the marker is added to.
+    """
+
+    model_path: str
+    card_path: str
+    base_models: tuple[str, ...]
+    relation: str
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardOutcome:
+    """What happened: ``action`` is ``opened``, ``updated``, ``unchanged`` or ``declared`` (the default branch
+    already says so); ``url`` links the pull request, empty when there is none."""
+
+    model_path: str
+    action: str
+    url: str
+
+
+def _read(repo: Repository, path: str, ref: str) -> tuple[str | None, str | None]:
+    """(text, blob sha) of a file on a branch, (None, None) if it is absent."""
+    from github import GithubException
+
+    with github_errors(f"reading {path} on {ref}"):
+        try:
+            content = repo.get_contents(path, ref=ref)
+        except GithubException as e:
+            if is_not_found(e):
+                return None, None
+            raise
+    if isinstance(content, list):
+        raise ConfigError(f"{path}: a folder, not a model card", key="annotate-card")
+    return content.decoded_content.decode("utf-8"), content.sha
+
+
+def _branch_sha(repo: Repository, branch: str) -> str | None:
+    from github import GithubException
+
+    with github_errors(f"reading branch {branch}"):
+        try:
+            return repo.get_git_ref(f"heads/{branch}").object.sha
+        except GithubException as e:
+            if is_not_found(e):
+                return None
+            raise
+
+
+def sync_card_pr(repo: Repository, draft: CardDraft, *, owner: str, default_branch: str) -> CardOutcome:
+    """Open or update the pull request that declares the model's base in its card.
+
+    Args:
+        repo: the repository (a client object).
+        draft: the change.
+        owner: the repository owner (the pull request's head is ``owner:branch``).
+        default_branch: the branch the pull request targets, never written.
+
+    Raises:
+        RemoteError: GitHub refused (a 403 without ``contents: write`` / ``pull-requests: write``).
+        ConfigError: the card's front matter is not a mapping.
+    """
+    branch = branch_for(draft.model_path)
+    if branch == default_branch:  # cannot happen with the prefix; the guard makes the promise explicit
+        raise ConfigError(f"refusing to write the default branch {default_branch!r}", key="annotate-card")
+    bases, relation = draft.base_models, draft.relation
+    current, _ = _read(repo, draft.card_path, default_branch)
+    if declares(current, base_models=bases, relation=relation):
+        return CardOutcome(model_path=draft.model_path, action="declared", url="")
+    branch_sha = _branch_sha(repo, branch)
+    if branch_sha is None:
+        base_sha = _branch_sha(repo, default_branch)
+        if base_sha is None:
+            raise ConfigError(f"default branch {default_branch!r} not found", key="annotate-card")
+        with github_errors(f"creating branch {branch}"):
+            repo.create_git_ref(f"refs/heads/{branch}", base_sha)
+    on_branch, blob_sha = _read(repo, draft.card_path, branch)
+    action = "unchanged"
+    if not declares(on_branch, base_models=bases, relation=relation):
+        text = set_base_model(on_branch if on_branch is not None else current, base_models=bases, relation=relation)
+        message = f"Declare the base model of {draft.model_path} (reefguard)"
+        with github_errors(f"committing {draft.card_path} to {branch}"):
+            if blob_sha is None:
+                repo.create_file(draft.card_path, message, text, branch=branch)
+            else:
+                repo.update_file(draft.card_path, message, text, blob_sha, branch=branch)
+        action = "updated"
+    body = f"{draft.body.rstrip()}\n\n{markers.Marker(kind=markers.CARD_PR, path=draft.model_path).render()}\n"
+    with github_errors(f"listing pull requests from {branch}"):
+        existing = next(iter(repo.get_pulls(state="open", head=f"{owner}:{branch}", base=default_branch)), None)
+    if existing is None:
+        with github_errors(f"opening a pull request from {branch}"):
+            created = repo.create_pull(base=default_branch, head=branch, title=draft.title, body=body)
+        return CardOutcome(model_path=draft.model_path, action="opened", url=created.html_url)
+    if existing.body != body or existing.title != draft.title:
+        with github_errors(f"updating pull request #{existing.number}"):
+            existing.edit(title=draft.title, body=body)
+        action = "updated"
+    return CardOutcome(model_path=draft.model_path, action=action, url=existing.html_url)

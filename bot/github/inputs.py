@@ -1,0 +1,236 @@
+"""The action's inputs and the runner's environment, validated once into frozen dataclasses.
+
+The runner passes input ``foo-bar`` as the environment variable ``INPUT_FOO-BAR`` (upper-cased, hyphens kept).
+Each input is a kebab-case twin of a ``reefguard check`` flag where one exists (``registry``, ``probes``,
+``dtype``, ``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). Any value outside the
+documented ones raises ``ConfigError`` naming the input, before any work is done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.errors import ConfigError
+from bot.exit_codes import FAIL_ON
+
+# A mirror of bot/reef/loading.py DTYPES (which imports torch), checked by a test.
+# "fail-on-detection" reads naturally as a boolean too.
+FAIL_ON_ALIASES = {"true": "derived", "false": "never"}
+DTYPES = ("float32", "bfloat16", "float16")
+# actions/toolkit getBooleanInput accepts exactly these (the YAML 1.2 core schema booleans).
+_TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+# The defaults, as action.yml declares them (a test keeps the two in step).
+DEFAULTS = {
+    "registry": "fingerprints",
+    "paths": "",
+    "probes": "default",
+    "dtype": "float32",
+    "fail-on-detection": "derived",
+    "max-model-size": "4GB",
+    "report-dir": "reefguard-report",
+    "open-issue": "true",
+    "comment-on-pr": "true",
+    "annotate-card": "false",
+}
+# Environment variable (ours, not GitHub's) that scales every wait between GitHub requests; tests set it small.
+WAIT_SCALE_VARIABLE = "REEFGUARD_GITHUB_WAIT_SCALE"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionInputs:
+    """The action's inputs, validated.
+
+    Attributes:
+        token: the GitHub token (``token`` input); kept out of ``repr``.
+        registry: the fingerprint registry folder, relative to the workspace.
+        paths: model folders or glob patterns; empty means "the folders whose weight files changed".
+        probes: ``default`` or a probe file (``--probes``).
+        dtype: the dtype weights are loaded in (``--dtype``).
+        fail_on: the verdict level that fails the step (``--fail-on``: derived, merged, inconclusive, never).
+        max_model_bytes: the largest total weight size checked; None for no limit.
+        report_dir: where report files are written, relative to the workspace.
+        open_issue, comment_on_pr, annotate_card: which posts the bot may make.
+    """
+
+    token: str = field(repr=False)
+    registry: str
+    paths: tuple[str, ...]
+    probes: str
+    dtype: str
+    fail_on: str
+    max_model_bytes: int | None
+    report_dir: str
+    open_issue: bool
+    comment_on_pr: bool
+    annotate_card: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerEnvironment:
+    """What the Actions runner tells the step about the run.
+
+    Attributes:
+        event_name: ``GITHUB_EVENT_NAME``; event_path: ``GITHUB_EVENT_PATH``.
+        repository: ``owner/name``; api_url: the REST root (GitHub Enterprise: ``https://HOST/api/v3``).
+        server_url: the web root, for links; run_id: the workflow run, for links.
+        workspace: the checked-out repository; sha: the commit the workflow runs on.
+        wait_scale: multiplier of every wait between GitHub requests (``REEFGUARD_GITHUB_WAIT_SCALE``).
+    """
+
+    event_name: str
+    event_path: Path | None
+    repository: str
+    api_url: str
+    server_url: str
+    run_id: str
+    workspace: Path
+    sha: str
+    wait_scale: float
+
+    @property
+    def run_url(self) -> str:
+        """A link to this workflow run (empty outside Actions)."""
+        if not (self.repository and self.run_id):
+            return ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+
+def input_variable(name: str) -> str:
+    """The environment variable the runner sets for input ``name``.
+
+    Example:
+        >>> input_variable("fail-on-detection")
+        'INPUT_FAIL-ON-DETECTION'
+    """
+    return "INPUT_" + name.replace(" ", "_").upper()
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(input_variable(name), DEFAULTS.get(name, "")).strip() or DEFAULTS.get(name, "")
+
+
+def _boolean(environ: Mapping[str, str], name: str) -> bool:
+    value = _raw(environ, name)
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"input {name}: {value!r} is not a boolean (use true or false)", key=name)
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _raw(environ, name)
+    if value not in choices:
+        raise ConfigError(f"input {name}: unknown value {value!r} (known: {', '.join(choices)})", key=name)
+    return value
+
+
+def parse_size(text: str, *, name: str = "max-model-size") -> int | None:
+    """Bytes from a size such as ``4GB``, ``500 MiB`` or ``123456``; ``0`` or empty means no limit.
+
+    Raises:
+        ConfigError: an unreadable size.
+
+    Example:
+        >>> parse_size("4GB"), parse_size("1.5 KiB"), parse_size("0")
+        (4000000000, 1536, None)
+    """
+    if not text.strip():
+        return None
+    match = _SIZE.match(text)
+    if match is None:
+        raise ConfigError(
+            f"input {name}: {text!r} is not a size (examples: 4GB, 500MiB, 123456; 0 for no limit)", key=name
+        )
+    number, unit = match.groups()
+    value = int(float(number) * _UNITS[(unit or "b").lower()])
+    return value or None
+
+
+def _relative(value: str, name: str) -> str:
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"input {name}: {value!r} must be a path inside the repository", key=name)
+    return path.as_posix()
+
+
+def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
+    """Validate the ``INPUT_*`` variables of ``environ`` into ``ActionInputs``.
+
+    Raises:
+        ConfigError: an unknown value, an unreadable size or a path outside the workspace, naming the input.
+    """
+    fail_on = _raw(environ, "fail-on-detection")
+    fail_on = FAIL_ON_ALIASES.get(fail_on.lower(), fail_on)
+    if fail_on not in FAIL_ON:
+        raise ConfigError(
+            f"input fail-on-detection: unknown value {fail_on!r} "
+            f"(known: {', '.join(FAIL_ON)}; true means derived, false means never)",
+            key="fail-on-detection",
+        )
+    paths = tuple(
+        _relative(line.strip(), "paths")
+        for line in _raw(environ, "paths").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    )
+    probes = _raw(environ, "probes")
+    return ActionInputs(
+        token=environ.get(input_variable("token"), "").strip(),
+        registry=_relative(_raw(environ, "registry"), "registry"),
+        paths=paths,
+        probes=probes if probes == "default" else _relative(probes, "probes"),
+        dtype=_choice(environ, "dtype", DTYPES),
+        fail_on=fail_on,
+        max_model_bytes=parse_size(_raw(environ, "max-model-size")),
+        report_dir=_relative(_raw(environ, "report-dir"), "report-dir"),
+        open_issue=_boolean(environ, "open-issue"),
+        comment_on_pr=_boolean(environ, "comment-on-pr"),
+        annotate_card=_boolean(environ, "annotate-card"),
+    )
+
+
+def read_environment(environ: Mapping[str, str]) -> RunnerEnvironment:
+    """The ``GITHUB_*`` variables of ``environ`` (defaults suit a local run in the current folder).
+
+    Raises:
+        ConfigError: ``GITHUB_EVENT_NAME`` is missing, or ``REEFGUARD_GITHUB_WAIT_SCALE`` is not a number.
+    """
+    event_name = environ.get("GITHUB_EVENT_NAME", "").strip()
+    if not event_name:
+        raise ConfigError(
+            "GITHUB_EVENT_NAME is not set: `reefguard action` runs inside GitHub Actions "
+            "(use `reefguard check` elsewhere)",
+            key="GITHUB_EVENT_NAME",
+        )
+    scale_text = environ.get(WAIT_SCALE_VARIABLE, "1")
+    try:
+        wait_scale = float(scale_text)
+    except ValueError:
+        raise ConfigError(f"{WAIT_SCALE_VARIABLE}: {scale_text!r} is not a number", key=WAIT_SCALE_VARIABLE) from None
+    event_path = environ.get("GITHUB_EVENT_PATH")
+    return RunnerEnvironment(
+        event_name=event_name,
+        event_path=Path(event_path) if event_path else None,
+        repository=environ.get("GITHUB_REPOSITORY", ""),
+        api_url=environ.get("GITHUB_API_URL", "https://api.github.com"),
+        server_url=environ.get("GITHUB_SERVER_URL", "https://github.com"),
+        run_id=environ.get("GITHUB_RUN_ID", ""),
+        workspace=Path(environ.get("GITHUB_WORKSPACE") or "."),
+        sha=environ.get("GITHUB_SHA", ""),
+        wait_scale=max(wait_scale, 0.0),
+    )

@@ -1,0 +1,36 @@
+"""Hidden markers: round trips, foreign and newer markers, awkward paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.github import markers
+from bot.github.markers import Marker, find_marker, parse_markers
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        Marker(kind=markers.ISSUE, path="models/a", source="gemma-3-270m"),
+        Marker(kind=markers.ISSUE, path="models/with space/x --> y", source="s"),
+        Marker(kind=markers.ISSUE, path="modèles/ü=1,2", source="a.b_c"),
+        Marker(kind=markers.PR_COMMENT),
+        Marker(kind=markers.CARD_PR, path="q/model-q4.gguf"),
+    ],
+)
+def test_round_trip(marker: Marker) -> None:
+    body = f"# Title\n\nsome text\n{marker.render()}\nmore"
+    assert "\n" not in marker.render()
+    assert find_marker(body, kind=marker.kind) == marker
+
+
+def test_other_versions_and_lookalikes_are_ignored() -> None:
+    body = (
+        "<!-- reefguard:v2 kind=issue path=a source=b -->\n"
+        "<!-- reefguard:v1 path=a source=b -->\n"  # no kind
+        "`<!-- reefguard:v1 kind=issue` quoted by a person\n"
+        "<!-- reefguard:v1 kind=issue path=a source=b future=1 -->"
+    )
+    assert parse_markers(body) == (Marker(kind=markers.ISSUE, path="a", source="b"),)
+    assert parse_markers(None) == ()
+    assert find_marker("no markers", kind=markers.ISSUE) is None
