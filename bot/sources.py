@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from bot.errors import ConfigError, ModelLoadError, ReefguardError, RemoteError
+from bot.reef.loading import SIDE_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -24,21 +25,7 @@ logger = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".gguf", ".safetensors", ".bin")
 #: The only Hub files `resolve` downloads (fnmatch patterns, as `snapshot_download(allow_patterns=...)`).
 #: ``*.bin`` is absent on purpose: pickled weights can run code when loaded.
-HUB_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "added_tokens.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "adapter_config.json",
-)
+HUB_FILES = (*SIDE_FILES, "*.safetensors", "*.safetensors.index.json", "adapter_config.json")
 
 # Hub repo names: letters, digits, "_", "-", "."; no leading or trailing "-" or "."; at most 96 characters.
 _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"

@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
-# transformers' tokenizer and config files: copied beside converted .bin weights.
-_SIDE_FILES = (
+# transformers' tokenizer and config files: copied beside converted .bin weights, downloaded beside Hub weights.
+SIDE_FILES = (
     "config.json",
     "generation_config.json",
     "tokenizer.json",
@@ -359,7 +359,7 @@ class PytorchBinLoader:
                 {k: v.detach().clone().contiguous() for k, v in tensors.items()},
                 converted / "model.safetensors",
             )
-            for side in _SIDE_FILES:
+            for side in SIDE_FILES:
                 if (path / side).is_file():
                     shutil.copy2(path / side, converted / side)
             return _load_folder(converted, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head)
