@@ -16,8 +16,10 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
 
 import numpy as np
 from numpy.typing import NDArray
@@ -431,3 +433,84 @@ def write_report(report: Report, folder: Path) -> Path:
         heatmaps[match.source] = name
     _write_text(folder / REPORT_JSON, render_json(report))
     return _write_text(folder / REPORT_MARKDOWN, render_markdown(report, heatmaps=heatmaps))
+
+
+# Hidden markers: how a rerun finds the post it wrote before.
+#
+# Every issue, comment, discussion and pull request the bots write carries one HTML comment, invisible when
+# rendered: ``<!-- reefguard:v1 kind=issue path=models/my-model source=gemma-3-270m -->``. Before writing, a bot
+# lists what is there and looks for the marker of the post it is about to write; if it finds one it edits that
+# post instead of creating another, so reruns never duplicate. Values are percent-encoded, so paths with spaces
+# or ``-->`` stay inside one marker. Markers are built and parsed here only.
+
+MARKER_VERSION = "v1"
+_MARKER = re.compile(r"<!-- reefguard:(?P<version>v\d+)(?P<fields>(?: [a-z-]+=\S*)*) -->")
+_SAFE = "/@._-:+"
+
+# The kinds of post the bot writes.
+ISSUE = "issue"  # one issue per (model path, source)
+CLEARED = "cleared"  # a comment on that issue: the model no longer matches
+MATCHED_AGAIN = "matched-again"  # a comment on that issue: it matches again after a cleared comment
+PR_COMMENT = "pr-comment"  # the one sticky comment on a pull request
+CARD_PR = "card-pr"  # the pull request that declares base_model in a model card
+HUB_DISCUSSION = "hub-discussion"  # a Hub discussion on a repo we do not own (path: the repo id)
+HUB_CARD_PR = "hub-card-pr"  # a Hub pull request adding base_model to a card of ours (path: the repo id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Marker:
+    """What a bot post is about.
+
+    Attributes:
+        kind: one of ``ISSUE``, ``CLEARED``, ``MATCHED_AGAIN``, ``PR_COMMENT``, ``CARD_PR``.
+        path: the model path (workspace-relative), empty for a pull request comment.
+        source: the registry source name, empty where the post is not about one source.
+
+    Example:
+        >>> marker = Marker(kind=ISSUE, path="models/my model", source="demo-source")
+        >>> marker.render()
+        '<!-- reefguard:v1 kind=issue path=models/my%20model source=demo-source -->'
+        >>> find_marker("text\\n" + marker.render(), kind=ISSUE) == marker
+        True
+    """
+
+    kind: str
+    path: str = ""
+    source: str = ""
+
+    def render(self) -> str:
+        """The HTML comment to put in a post body."""
+        fields = [("kind", self.kind), ("path", self.path), ("source", self.source)]
+        text = " ".join(f"{name}={quote(value, safe=_SAFE)}" for name, value in fields if value)
+        return f"<!-- reefguard:{MARKER_VERSION} {text} -->"
+
+
+def parse_markers(text: str | None) -> tuple[Marker, ...]:
+    """Every reefguard marker of this version in ``text`` (a post body), in order.
+
+    Markers of other versions and unknown fields are ignored, so a newer bot's posts do not confuse this one.
+
+    Example:
+        >>> parse_markers("<!-- reefguard:v1 kind=pr-comment --> <!-- reefguard:v9 kind=x -->")
+        (Marker(kind='pr-comment', path='', source=''),)
+    """
+    found = []
+    for match in _MARKER.finditer(text or ""):
+        if match.group("version") != MARKER_VERSION:
+            continue
+        fields = dict(item.split("=", 1) for item in match.group("fields").split())
+        if "kind" not in fields:
+            continue
+        found.append(
+            Marker(
+                kind=unquote(fields["kind"]),
+                path=unquote(fields.get("path", "")),
+                source=unquote(fields.get("source", "")),
+            )
+        )
+    return tuple(found)
+
+
+def find_marker(text: str | None, *, kind: str) -> Marker | None:
+    """The first marker of ``kind`` in ``text``, or None."""
+    return next((marker for marker in parse_markers(text) if marker.kind == kind), None)

@@ -8,5 +8,5 @@ Modules, in the order a run uses them:
 - ``action``: the entry point, ``run(environ) -> exit code``.
 - ``runner``: annotations, step outputs and the job summary (the only writer of those).
 - ``client``: ``make_client(token, base_url)`` with retries, and the error funnel to ``RemoteError``.
-- ``markers``, ``issues``, ``comments``, ``cards``: the bot's posts, each found again by its hidden marker.
+- ``issues``, ``comments``, ``cards``: the bot's posts, each found again by its hidden marker (``bot.report``).
 """

@@ -33,7 +33,6 @@ from bot.github.events import Event, read_event
 from bot.github.git import GitError, changed_files, tracked_files, trust_workspace
 from bot.github.inputs import ActionInputs, RunnerEnvironment, read_environment, read_inputs
 from bot.github.issues import IssueDraft
-from bot.github.markers import ISSUE, Marker
 from bot.github.models import (
     ModelFiles,
     check_size,
@@ -43,6 +42,7 @@ from bot.github.models import (
     models_from_files,
 )
 from bot.github.runner import Runner
+from bot.report import ISSUE, Marker
 
 if TYPE_CHECKING:
     from github.Repository import Repository

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bot import report
 from bot.errors import ConfigError
-from bot.github import markers
 from bot.github.client import github_errors, is_not_found
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def sync_card_pr(repo: Repository, draft: CardDraft, *, owner: str, default_bran
             else:
                 repo.update_file(draft.card_path, message, text, blob_sha, branch=branch)
         action = "updated"
-    body = f"{draft.body.rstrip()}\n\n{markers.Marker(kind=markers.CARD_PR, path=draft.model_path).render()}\n"
+    body = f"{draft.body.rstrip()}\n\n{report.Marker(kind=report.CARD_PR, path=draft.model_path).render()}\n"
     with github_errors(f"listing pull requests from {branch}"):
         existing = next(iter(repo.get_pulls(state="open", head=f"{owner}:{branch}", base=default_branch)), None)
     if existing is None:

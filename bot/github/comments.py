@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.github import markers
+from bot import report
 from bot.github.client import github_errors
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def pr_comment_body(text: str) -> str:
         >>> pr_comment_body("hello").endswith("<!-- reefguard:v1 kind=pr-comment -->\\n")
         True
     """
-    return f"{text.rstrip()}\n\n{markers.Marker(kind=markers.PR_COMMENT).render()}\n"
+    return f"{text.rstrip()}\n\n{report.Marker(kind=report.PR_COMMENT).render()}\n"
 
 
 def upsert_pr_comment(repo: Repository, number: int, body: str) -> CommentOutcome:
@@ -52,7 +52,7 @@ def upsert_pr_comment(repo: Repository, number: int, body: str) -> CommentOutcom
     conversation = repo.get_issue(number)  # a pull request's conversation is an issue
     with github_errors(f"listing comments of pull request #{number}"):
         mine = next(
-            (c for c in conversation.get_comments() if markers.find_marker(c.body, kind=markers.PR_COMMENT)),
+            (c for c in conversation.get_comments() if report.find_marker(c.body, kind=report.PR_COMMENT)),
             None,
         )
     if mine is None:

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.github import markers
+from bot import report
 from bot.github.client import github_errors, is_not_found
-from bot.github.markers import Marker
+from bot.report import Marker
 
 if TYPE_CHECKING:
     from github.Issue import Issue
@@ -44,7 +44,7 @@ class IssueDraft:
 
     @property
     def marker(self) -> Marker:
-        return Marker(kind=markers.ISSUE, path=self.path, source=self.source)
+        return Marker(kind=report.ISSUE, path=self.path, source=self.source)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,7 +101,7 @@ def open_issues_by_marker(repo: Repository, label: str = LABEL) -> dict[tuple[st
             # issue (the key is absent on issues, so the lazy object fetches itself); html_url is in the page.
             if "/pull/" in issue.html_url:
                 continue
-            marker = markers.find_marker(issue.body, kind=markers.ISSUE)
+            marker = report.find_marker(issue.body, kind=report.ISSUE)
             if marker is not None:
                 found.setdefault((marker.path, marker.source), issue)
     return found
@@ -114,8 +114,8 @@ def _last_bot_comment_kind(issue: Issue) -> str | None:
     kind = None
     with github_errors(f"listing comments of issue #{issue.number}"):
         for comment in issue.get_comments():
-            for marker in markers.parse_markers(comment.body):
-                if marker.kind in (markers.CLEARED, markers.MATCHED_AGAIN):
+            for marker in report.parse_markers(comment.body):
+                if marker.kind in (report.CLEARED, report.MATCHED_AGAIN):
                     kind = marker.kind
     return kind
 
@@ -161,8 +161,8 @@ def sync_issues(
                 with github_errors(f"updating issue #{issue.number}"):
                     issue.edit(title=draft.title, body=draft.body)
                 action = "updated"
-            if _last_bot_comment_kind(issue) == markers.CLEARED:
-                marker = Marker(kind=markers.MATCHED_AGAIN, path=draft.path, source=draft.source)
+            if _last_bot_comment_kind(issue) == report.CLEARED:
+                marker = Marker(kind=report.MATCHED_AGAIN, path=draft.path, source=draft.source)
                 with github_errors(f"commenting on issue #{issue.number}"):
                     issue.create_comment(f"{matched_again_text}\n\n{marker.render()}\n")
         logger.info("issue #%d for %s / %s: %s", issue.number, draft.path, draft.source, action)
@@ -172,8 +172,8 @@ def sync_issues(
         if path not in cleared_texts or (path, source) in wanted:
             continue
         action = "still-cleared"
-        if _last_bot_comment_kind(issue) != markers.CLEARED:
-            marker = Marker(kind=markers.CLEARED, path=path, source=source)
+        if _last_bot_comment_kind(issue) != report.CLEARED:
+            marker = Marker(kind=report.CLEARED, path=path, source=source)
             with github_errors(f"commenting on issue #{issue.number}"):
                 issue.create_comment(f"{cleared_texts[path]}\n\n{marker.render()}\n")
             action = "cleared"

@@ -3,11 +3,26 @@
 Tests pass `endpoint=server.url`. Routes, headers and JSON shapes follow what the installed client reads
 (hf_api.py, file_download.py, _snapshot_download.py, utils/_http.py):
 
-    GET       /api/models/{repo}[/revision/{rev}]  model_info: id, sha, gated, siblings [{rfilename}]
+    GET       /api/models                          list_models: author, search, filter (tags, AND), sort
+                                                   (lastModified, descending), limit; `page_size` items a
+                                                   page, the next page in a Link header (rel="next")
+    GET       /api/models/{repo}[/revision/{rev}]  model_info: id, sha, gated, private, tags, cardData,
+                                                   lastModified, siblings [{rfilename[, size, lfs]}]
     GET       /api/models/{repo}/tree/{rev}[/dir]  list_repo_tree, one page: [{type, path, oid, size, lfs}]
     HEAD|GET  /{repo}/resolve/{rev}/{file}         small file: 200 + ETag (git blob sha1) + X-Repo-Commit;
                                                    LFS file: 302 to the CDN + X-Linked-Etag/-Size (sha256)
     HEAD|GET  /cdn/{sha256}                        LFS bodies, on host "localhost"
+    GET       /api/whoami-v2                       the user a token belongs to (`add_user`), else 401
+    GET|POST  /api/models/{repo}/discussions       list (p, type, status, author; `page_size` a page) / open
+    GET       /api/models/{repo}/discussions/{n}   details with events (the first comment is the body)
+    POST      .../discussions/{n}/comment[/{id}/edit]  add a comment / edit one (its author only)
+    POST      /api/validate-yaml, /api/models/{repo}/preupload/{rev}   commit preflight (always fine)
+    POST      /api/models/{repo}/commit/{rev}      ndjson commit of small files; `create_pr=1` opens a pull
+                                                   request at refs/pr/{n}, else only the owner may commit
+
+The card metadata (`cardData`) is the README's YAML front matter at the branch head, and the Hub-computed
+`base_model:<id>` / `base_model:<relation>:<id>` tags are derived from it, as the Hub does for its model tree.
+Writes need a token registered with `add_user`; repos with discussions disabled answer 403 to new threads.
 
 The CDN answers on "localhost", not 127.0.0.1, so that the client sees another host, as with the real CDN:
 it stops at the 302 to read the metadata and drops Authorization for the body GET. File GETs honour `Range`.
@@ -17,6 +32,7 @@ to requests without an Authorization header and accepts any token.
 
 Example:
     with HubServer() as hub:
+        hub.add_user("hf_token", "reefbot", orgs=("acme",))
         hub.add_repo("org/tiny", folder, sha="a" * 40)
         hub.fail_next("/api/models/org/tiny", 503)
         snapshot_download("org/tiny", endpoint=hub.url, cache_dir=tmp_path)
@@ -24,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -31,16 +48,22 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import yaml
 
 # Suffixes the Hub's default .gitattributes stores in Git LFS (the ones model repos use).
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".onnx", ".msgpack")
 _SHA = re.compile(r"[0-9a-f]{40}")
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
-_GET, _GET_HEAD = frozenset({"GET"}), frozenset({"GET", "HEAD"})
+_GET, _GET_HEAD, _POST = frozenset({"GET"}), frozenset({"GET", "HEAD"}), frozenset({"POST"})
+_GET_POST = _GET | _POST
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(?P<yaml>.*?)^---[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
 class RecordedRequest(NamedTuple):
@@ -63,6 +86,11 @@ class _Repo:
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit sha
     folders: dict[str, Path] = field(default_factory=dict)  # commit sha -> folder served at that commit
     gated: bool = False
+    private: bool = False
+    discussions_enabled: bool = True
+    last_modified: str = ""
+    discussions: list[dict[str, Any]] = field(default_factory=list)
+    written: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files a commit changed
 
 
 class _File(NamedTuple):
@@ -78,7 +106,10 @@ def _git_oid(data: bytes) -> str:
 
 
 def _read(folder: Path, path: str) -> _File:
-    data = (folder / path).read_bytes()
+    return _file(path, (folder / path).read_bytes())
+
+
+def _file(path: str, data: bytes) -> _File:
     if not path.endswith(LFS_SUFFIXES):
         return _File(path, data, _git_oid(data), None, 0)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -119,25 +150,102 @@ class HubServer:
         self._blobs: dict[str, bytes] = {}  # sha256 -> LFS body, filled as /resolve hands out CDN links
         self._failures: list[list[Any]] = []  # [path_prefix, status, times_left, headers]
         self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # routes run under it and may take it again
         self._ids = itertools.count(1)
         self._httpd: ThreadingHTTPServer | None = None
         # (methods, pattern for the still-quoted path, handler given the unquoted groups); add routes here.
+        self._users: dict[str, dict[str, Any]] = {}  # token -> whoami answer
+        self._hooks: list[list[Any]] = []  # [path_prefix, callback, times_left]
+        self._clock = itertools.count(1)
+        self.page_size = 100  # items per page of /api/models and of discussion lists
         self.routes: list[tuple[frozenset[str], re.Pattern[str], Callable[..., Reply]]] = [
+            (_GET, re.compile(r"/api/models"), self._list_models),
+            (_GET, re.compile(r"/api/whoami-v2"), self._whoami),
+            (_POST, re.compile(r"/api/validate-yaml"), self._validate_yaml),
+            (_GET_POST, re.compile(rf"/api/models/{_REPO}/discussions"), self._discussions),
+            (_GET, re.compile(rf"/api/models/{_REPO}/discussions/(?P<num>\d+)"), self._discussion),
+            (_POST, re.compile(rf"/api/models/{_REPO}/discussions/(?P<num>\d+)/comment"), self._comment),
+            (
+                _POST,
+                re.compile(rf"/api/models/{_REPO}/discussions/(?P<num>\d+)/comment/(?P<cid>[^/]+)/edit"),
+                self._edit_comment,
+            ),
+            (_POST, re.compile(rf"/api/models/{_REPO}/preupload/(?P<rev>.+)"), self._preupload),
+            (_POST, re.compile(rf"/api/models/{_REPO}/commit/(?P<rev>.+)"), self._commit_files),
             (_GET, re.compile(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), self._tree),
             (_GET, re.compile(rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?"), self._model_info),
             (_GET_HEAD, re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), self._resolve),
             (_GET_HEAD, re.compile(r"/cdn/(?P<sha256>[0-9a-f]{64})"), self._cdn),
         ]
 
-    def add_repo(self, repo_id: str, folder: Path, *, sha: str, branch: str = "main", gated: bool = False) -> None:
-        """Serve `folder` as commit `sha` of `repo_id` with `branch` at it; call again to add commits."""
+    def add_repo(
+        self,
+        repo_id: str,
+        folder: Path,
+        *,
+        sha: str,
+        branch: str = "main",
+        gated: bool = False,
+        private: bool = False,
+        discussions: bool = True,
+        last_modified: str | None = None,
+    ) -> None:
+        """Serve `folder` as commit `sha` of `repo_id` with `branch` at it; call again to add commits.
+
+        Each call makes the repo the most recently modified (unless `last_modified` is given, ISO 8601).
+        A private repo is invisible (404) to requests without a token, as on the Hub.
+        """
         if not _SHA.fullmatch(sha):
             raise ValueError(f"sha must be 40 lowercase hex digits, got {sha!r}")
         repo = self._repos.setdefault(repo_id, _Repo())
         repo.refs[branch] = sha
         repo.folders[sha] = Path(folder)
         repo.gated = repo.gated or gated
+        repo.private = repo.private or private
+        repo.discussions_enabled = repo.discussions_enabled and discussions
+        repo.last_modified = last_modified or self._tick()
+
+    def add_user(self, token: str, name: str, *, orgs: tuple[str, ...] = ()) -> None:
+        """Accept `token` as user `name`, member of `orgs` (what /api/whoami-v2 answers)."""
+        self._users[token] = {"type": "user", "name": name, "orgs": [{"type": "org", "name": o} for o in orgs]}
+
+    def remove_commit(self, repo_id: str, sha: str) -> None:
+        """Forget commit `sha` (a force-push or a deleted branch): its files and the refs at it answer 404."""
+        with self._lock:
+            repo = self._repos[repo_id]
+            repo.folders.pop(sha, None)
+            repo.refs = {ref: at for ref, at in repo.refs.items() if at != sha}
+
+    def on_request(self, path_prefix: str, callback: Callable[[], object], *, times: int = 1) -> None:
+        """Run `callback` (in the server thread) before answering the next `times` requests under `path_prefix`."""
+        with self._lock:
+            self._hooks.append([path_prefix, callback, times])
+
+    def discussions(self, repo_id: str) -> list[dict[str, Any]]:
+        """The repo's discussions and pull requests as stored: num, title, author, status, isPullRequest, events."""
+        with self._lock:
+            return json.loads(json.dumps(self._repos[repo_id].discussions))
+
+    def close_discussion(self, repo_id: str, num: int) -> None:
+        """Close a discussion as its repo's owner would."""
+        with self._lock:
+            self._repos[repo_id].discussions[num - 1]["status"] = "closed"
+
+    def file_root(self, repo_id: str, revision: str = "main") -> Path:
+        """The folder served at a branch or commit (edit it to change what the Hub serves)."""
+        repo = self._repos[repo_id]
+        return repo.folders[repo.refs.get(revision, revision)]
+
+    def file_at(self, repo_id: str, revision: str, path: str) -> bytes:
+        """The bytes of `path` at a branch, ref (refs/pr/1) or commit, as the Hub would serve them."""
+        found = self._commit(repo_id, revision)
+        if isinstance(found, Reply):
+            raise KeyError(f"{repo_id}@{revision}")
+        state, sha = found
+        return next(f.data for f in self._files(state, sha) if f.path == path)
+
+    def _tick(self) -> str:
+        return (_EPOCH + timedelta(minutes=next(self._clock))).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def fail_next(
         self, path_prefix: str, status: int, *, times: int = 1, headers: dict[str, str] | None = None
@@ -179,7 +287,7 @@ class HubServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def handle(self, method: str, target: str, headers: dict[str, str]) -> Reply:
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> Reply:
         """Record the request, answer from an injected failure or the route table, stamp an X-Request-Id."""
         headers = {name.lower(): value for name, value in headers.items()}
         with self._lock:
@@ -190,22 +298,40 @@ class HubServer:
                 failure[2] -= 1
                 if failure[2] <= 0:
                     self._failures.remove(failure)
+            hook = next((h for h in self._hooks if target.startswith(h[0])), None)
+            if hook is not None:
+                hook[2] -= 1
+                if hook[2] <= 0:
+                    self._hooks.remove(hook)
             request_id = f"hub-{next(self._ids)}"
+        if hook is not None:
+            hook[1]()
         if failure is not None:
             reply = _error(failure[1], None, f"injected HTTP {failure[1]}", failure[3])
         else:
-            reply = self._route(method, target, headers)
+            reply = self._route(method, target, headers, body)
         return Reply(reply.status, {**reply.headers, "X-Request-Id": request_id}, reply.body)
 
-    def _route(self, method: str, target: str, headers: dict[str, str]) -> Reply:
+    def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         split = urlsplit(target)
-        query = {name: values[-1] for name, values in parse_qs(split.query).items()}
+        params = parse_qs(split.query)
+        query = {name: values[-1] for name, values in params.items()}
+        user = self._users.get(headers.get("authorization", "").removeprefix("Bearer ").strip())
         for methods, pattern, route in self.routes:
             match = pattern.fullmatch(split.path)
             if match is not None and method in methods:
                 groups = {name: unquote(value) for name, value in match.groupdict().items() if value}
-                return route(method=method, query=query, headers=headers, **groups)
+                if "repo" in groups and self._hidden(groups["repo"], user):
+                    return _error(404, "RepoNotFound", "Repository not found")
+                with self._lock:
+                    return route(
+                        method=method, query=query, params=params, headers=headers, body=body, user=user, **groups
+                    )
         return _error(404, None, f"no route for {method} {split.path}")
+
+    def _hidden(self, repo_id: str, user: dict[str, Any] | None) -> bool:
+        repo = self._repos.get(repo_id)
+        return repo is not None and repo.private and user is None
 
     def _commit(self, repo_id: str, rev: str | None) -> tuple[_Repo, str] | Reply:
         """The repo and the commit `rev` names ("main" when None), or the Hub's 404."""
@@ -220,8 +346,11 @@ class HubServer:
     @staticmethod
     def _files(repo: _Repo, sha: str) -> list[_File]:
         folder = repo.folders[sha]
-        paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        return [_read(folder, path) for path in paths]
+        paths = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        written = repo.written.get(sha, {})
+        files = [_read(folder, path) for path in sorted(paths - set(written))]
+        files += [_file(path, data) for path, data in written.items()]
+        return sorted(files)
 
     # Routes: each takes its pattern's groups plus method, query and lower-cased headers as keywords.
     def _model_info(self, *, repo: str, query: dict[str, str], rev: str | None = None, **_: Any) -> Reply:
@@ -237,17 +366,195 @@ class HubServer:
                 if f.sha256:
                     sibling["lfs"] = {"size": len(f.data), "sha256": f.sha256, "pointerSize": f.pointer_size}
             siblings.append(sibling)
-        stamp = "2026-01-01T00:00:00.000Z"
-        info: dict[str, Any] = {
-            "_id": sha[:24],
-            "id": repo,
-            "modelId": repo,
-            "author": repo.split("/")[0],
+        return _json(self._summary(repo, state, sha) | {"siblings": siblings})
+
+    def _summary(self, repo_id: str, state: _Repo, sha: str) -> dict[str, Any]:
+        """What model_info and list_models share: identity, dates, flags, card data and Hub-computed tags."""
+        card = _card_data(self._files(state, sha))
+        return {
+            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+            "id": repo_id,
+            "modelId": repo_id,
+            "author": repo_id.split("/")[0],
             "sha": sha,
+            "lastModified": state.last_modified,
+            "createdAt": _EPOCH.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "private": state.private,
+            "gated": "manual" if state.gated else False,
+            "disabled": False,
+            "likes": 0,
+            "tags": _model_tree_tags(card),
+            "cardData": card,
         }
-        info |= {"lastModified": stamp, "createdAt": stamp, "private": False, "tags": []}
-        info |= {"gated": "manual" if state.gated else False, "likes": 0, "siblings": siblings}
-        return _json(info)
+
+    def _list_models(self, *, params: dict[str, list[str]], user: dict[str, Any] | None, **_: Any) -> Reply:
+        author, search = params.get("author", [None])[-1], params.get("search", [""])[-1].lower()
+        wanted = set(params.get("filter", []))
+        items = []
+        for repo_id, state in self._repos.items():
+            sha = state.refs.get("main")
+            if sha is None or (state.private and user is None):
+                continue
+            if (author and repo_id.split("/")[0] != author) or search not in repo_id.lower():
+                continue
+            item = self._summary(repo_id, state, sha)
+            if wanted <= set(item["tags"]):
+                items.append(item)
+        sort = params.get("sort", [None])[-1]
+        if sort == "lastModified":  # the Hub sorts descending only
+            items.sort(key=lambda item: (item["lastModified"], item["id"]), reverse=True)
+        elif sort is not None:
+            return _error(400, None, f"sort {sort!r} is not served by the double")
+        limit = int(params.get("limit", [len(items)])[-1])
+        start = int(params.get("cursor", ["0"])[-1])
+        size = min(self.page_size, limit)
+        page = items[start : start + size]
+        headers = {"Content-Type": "application/json"}
+        if start + size < min(len(items), limit):
+            rest = {key: values for key, values in params.items() if key != "cursor"}
+            next_url = f"{self.url}/api/models?{urlencode({**rest, 'cursor': [str(start + size)]}, doseq=True)}"
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        return Reply(200, headers, json.dumps(page).encode())
+
+    def _whoami(self, *, user: dict[str, Any] | None, **_: Any) -> Reply:
+        if user is None:
+            return _error(401, None, "Invalid credentials in Authorization header")
+        return _json(user)
+
+    def _validate_yaml(self, **_: Any) -> Reply:
+        return _json({"errors": [], "warnings": []})
+
+    # Discussions and pull requests
+    def _discussions(
+        self, *, repo: str, method: str, query: dict[str, str], body: bytes, user: dict[str, Any] | None, **_: Any
+    ) -> Reply:
+        state = self._repos.get(repo)
+        if state is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        if method == "POST":
+            if user is None:
+                return _error(401, None, "You must be logged in to open a discussion")
+            if not state.discussions_enabled:
+                return _error(403, None, "Discussions are disabled for this repo")
+            data = json.loads(body)
+            thread = self._open_thread(repo, state, user, data["title"], data["description"], data["pullRequest"])
+            return _json({"num": thread["num"], "url": f"{self.url}/{repo}/discussions/{thread['num']}"})
+        found = [
+            d
+            for d in state.discussions
+            if query.get("type", "all") in ("all", "pull_request" if d["isPullRequest"] else "discussion")
+            and query.get("status", "all") in ("all", d["status"])
+            and query.get("author") in (None, d["author"]["name"])
+        ]
+        start = int(query.get("p", "0")) * self.page_size
+        page = [{k: v for k, v in d.items() if k != "events"} for d in found[start : start + self.page_size]]
+        return _json({"discussions": page, "count": len(found), "start": start, "numClosedDiscussions": 0})
+
+    def _open_thread(
+        self, repo_id: str, state: _Repo, user: dict[str, Any], title: str, description: str, pull_request: bool
+    ) -> dict[str, Any]:
+        num = len(state.discussions) + 1
+        thread: dict[str, Any] = {
+            "num": num,
+            "title": title,
+            "status": "draft" if pull_request else "open",
+            "isPullRequest": pull_request,
+            "createdAt": self._tick(),
+            "author": {"name": user["name"]},
+            "repo": {"name": repo_id, "type": "model"},
+            "events": [],
+        }
+        state.discussions.append(thread)
+        self._add_comment(thread, user, description)
+        return thread
+
+    def _add_comment(self, thread: dict[str, Any], user: dict[str, Any], text: str) -> dict[str, Any]:
+        event = {
+            "id": f"c{thread['num']}-{len(thread['events']) + 1}",
+            "type": "comment",
+            "createdAt": self._tick(),
+            "author": {"name": user["name"]},
+            "data": {"edited": False, "hidden": False, "latest": {"raw": text}},
+        }
+        thread["events"].append(event)
+        return event
+
+    def _thread(self, repo: str, num: str) -> dict[str, Any] | Reply:
+        state = self._repos.get(repo)
+        if state is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        if not 1 <= int(num) <= len(state.discussions):
+            return _error(404, None, "Discussion not found")
+        return state.discussions[int(num) - 1]
+
+    def _discussion(self, *, repo: str, num: str, **_: Any) -> Reply:
+        thread = self._thread(repo, num)
+        if isinstance(thread, Reply):
+            return thread
+        details = {**thread, "changes": {"base": "refs/heads/main"}, "filesWithConflicts": []}
+        return _json(details)
+
+    def _comment(self, *, repo: str, num: str, body: bytes, user: dict[str, Any] | None, **_: Any) -> Reply:
+        thread = self._thread(repo, num)
+        if isinstance(thread, Reply):
+            return thread
+        if user is None:
+            return _error(401, None, "You must be logged in to comment")
+        return _json({"newMessage": self._add_comment(thread, user, json.loads(body)["comment"])})
+
+    def _edit_comment(
+        self, *, repo: str, num: str, cid: str, body: bytes, user: dict[str, Any] | None, **_: Any
+    ) -> Reply:
+        thread = self._thread(repo, num)
+        if isinstance(thread, Reply):
+            return thread
+        event = next((e for e in thread["events"] if e["id"] == cid), None)
+        if event is None:
+            return _error(404, None, "Comment not found")
+        if user is None or event["author"]["name"] != user["name"]:
+            return _error(403, None, "You can only edit your own comments")
+        event["data"] = {**event["data"], "edited": True, "latest": {"raw": json.loads(body)["content"]}}
+        return _json({"updatedComment": event})
+
+    # Commits
+    def _preupload(self, *, body: bytes, user: dict[str, Any] | None, **_: Any) -> Reply:
+        if user is None:
+            return _error(401, None, "You must be logged in to upload")
+        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in json.loads(body)["files"]]
+        return _json({"files": files})
+
+    def _commit_files(
+        self, *, repo: str, rev: str, query: dict[str, str], body: bytes, user: dict[str, Any] | None, **_: Any
+    ) -> Reply:
+        found = self._commit(repo, rev)
+        if isinstance(found, Reply):
+            return found
+        state, parent = found
+        if user is None:
+            return _error(401, None, "You must be logged in to commit")
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        if header.get("parentCommit") not in (None, parent):
+            return _error(412, None, "A commit has happened since. Please refresh and try again.")
+        changes = {
+            line["value"]["path"]: base64.b64decode(line["value"]["content"]) for line in lines if line["key"] == "file"
+        }
+        owners = {user["name"], *(org["name"] for org in user["orgs"])}
+        create_pr = query.get("create_pr") == "1"
+        if not create_pr and repo.split("/")[0] not in owners:
+            return _error(403, None, "You don't have the rights to push to this repo; open a pull request")
+        sha = hashlib.sha1(f"{parent}{body!r}".encode()).hexdigest()
+        state.folders[sha] = state.folders[parent]
+        state.written[sha] = {**state.written.get(parent, {}), **changes}
+        reply: dict[str, Any] = {"commitUrl": f"{self.url}/{repo}/commit/{sha}", "commitOid": sha}
+        if create_pr:
+            thread = self._open_thread(repo, state, user, header["summary"], header.get("description") or "", True)
+            state.refs[f"refs/pr/{thread['num']}"] = sha
+            reply["pullRequestUrl"] = f"{self.url}/{repo}/discussions/{thread['num']}"
+        else:
+            state.refs[rev] = sha
+            state.last_modified = self._tick()
+        return _json(reply)
 
     def _tree(self, *, repo: str, rev: str, query: dict[str, str], path: str = "", **_: Any) -> Reply:
         found = self._commit(repo, rev)
@@ -299,6 +606,26 @@ class HubServer:
         return _ranged(data, headers.get("range"), {"ETag": f'"{sha256}"'})
 
 
+def _card_data(files: list[_File]) -> dict[str, Any] | None:
+    """The README's YAML front matter as the Hub serves it in `cardData` (None without a card)."""
+    readme = next((f for f in files if f.path == "README.md"), None)
+    match = _FRONT_MATTER.match(readme.data.decode("utf-8")) if readme else None
+    data = yaml.safe_load(match["yaml"]) if match else None
+    return data if isinstance(data, dict) else None
+
+
+def _model_tree_tags(card: dict[str, Any] | None) -> list[str]:
+    """The Hub's computed model-tree tags: `base_model:<id>` and `base_model:<relation>:<id>`."""
+    card = card or {}
+    bases = card.get("base_model") or []
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    relation = card.get("base_model_relation") or ("merge" if len(bases) > 1 else "finetune")
+    tags = [str(tag) for tag in card.get("tags") or []]
+    for base in bases:
+        tags += [f"base_model:{base}", f"base_model:{relation}:{base}"]
+    return tags
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
 
@@ -308,8 +635,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
+    def do_POST(self) -> None:
+        self._answer(send_body=True)
+
     def _answer(self, *, send_body: bool) -> None:
-        reply = self.hub.handle(self.command, self.path, dict(self.headers.items()))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        reply = self.hub.handle(self.command, self.path, dict(self.headers.items()), body)
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

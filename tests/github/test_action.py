@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bot.cli import ExitCode
-from bot.github import markers
+from bot.report import CLEARED, ISSUE, PR_COMMENT, Marker, find_marker
 from tests.doubles.github_server import READ_ONLY, SECONDARY_RATE_LIMIT, GitHubServer
 from tests.github.conftest import (
     REPOSITORY,
@@ -48,13 +48,11 @@ def test_detection_opens_exactly_one_issue_across_five_reruns(
     assert [o.code for o in outcomes] == [ExitCode.FINDING] * 5
     created = github_server.writes("POST", "/issues")
     assert len(created) == 1
-    mine = [i for i in github_server.issues(REPOSITORY) if markers.find_marker(i["body"], kind=markers.ISSUE)]
+    mine = [i for i in github_server.issues(REPOSITORY) if find_marker(i["body"], kind=ISSUE)]
     assert len(mine) == 1
     assert mine[0]["title"] == "reefguard: models/mine is derived from demo-source"
     assert mine[0]["labels"] == ["reefguard"]
-    assert markers.find_marker(mine[0]["body"], kind=markers.ISSUE) == markers.Marker(
-        kind=markers.ISSUE, path="models/mine", source="demo-source"
-    )
+    assert find_marker(mine[0]["body"], kind=ISSUE) == Marker(kind=ISSUE, path="models/mine", source="demo-source")
     # The first run created the label and the issue; the four reruns only read.
     assert len(github_server.writes()) == 2
     assert any("page=2" in r.path for r in github_server.requests if r.path.startswith("/repos/octo/models/issues?"))
@@ -117,7 +115,7 @@ def test_a_model_that_stops_matching_is_said_so_once(
     assert (first.code, second.code) == (ExitCode.OK, ExitCode.OK)
     (comment,) = github_server.comments(REPOSITORY, issue["number"])
     assert "no longer matches" in comment["body"]
-    assert markers.find_marker(comment["body"], kind=markers.CLEARED) is not None
+    assert find_marker(comment["body"], kind=CLEARED) is not None
     assert f"Issue #{issue['number']} (models/mine / demo-source) still-cleared" in second.summary
 
 
@@ -134,7 +132,7 @@ def test_pull_request_gets_one_comment_updated_in_place(
 
     assert (first.code, rerun.code, changed.code) == (ExitCode.FINDING, ExitCode.FINDING, ExitCode.OK)
     (comment,) = github_server.comments(REPOSITORY, number)
-    assert markers.find_marker(comment["body"], kind=markers.PR_COMMENT) is not None
+    assert find_marker(comment["body"], kind=PR_COMMENT) is not None
     assert "**unrelated**" in comment["body"]
     assert len(github_server.writes("POST", "/comments")) == 1
     assert len(github_server.writes("PATCH", "/issues/comments/")) == 1  # the rerun changed nothing

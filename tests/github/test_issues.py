@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.github import markers
+from bot import report
 from bot.github.client import Pacing, make_client
 from bot.github.issues import IssueDraft, sync_issues
-from bot.github.markers import Marker
+from bot.report import Marker
 from tests.doubles.github_server import GitHubServer
 
 REPO = "octo/models"
@@ -24,7 +24,7 @@ def server() -> Iterator[GitHubServer]:
 
 
 def _draft(path: str, source: str, text: str = "evidence") -> IssueDraft:
-    body = f"{Marker(kind=markers.ISSUE, path=path, source=source).render()}\n{text}\n"
+    body = f"{Marker(kind=report.ISSUE, path=path, source=source).render()}\n{text}\n"
     return IssueDraft(path=path, source=source, title=f"reefguard: {path} matches {source}", body=body)
 
 
@@ -53,8 +53,8 @@ def test_cleared_then_matched_again_each_said_once(server: GitHubServer) -> None
     assert _sync(server, [_draft("m", "a")], {"m": ""}) == [("m", "a", "unchanged")]
 
     number = next(i["number"] for i in server.issues(REPO) if "path=m " in i["body"])
-    kinds = [markers.parse_markers(c["body"])[0].kind for c in server.comments(REPO, number)]
-    assert kinds == [markers.CLEARED, markers.MATCHED_AGAIN]
+    kinds = [report.parse_markers(c["body"])[0].kind for c in server.comments(REPO, number)]
+    assert kinds == [report.CLEARED, report.MATCHED_AGAIN]
 
 
 def test_people_s_issues_and_closed_ones_are_left_alone(server: GitHubServer) -> None:

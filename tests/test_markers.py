@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bot.github import markers
-from bot.github.markers import Marker, find_marker, parse_markers
+from bot import report
+from bot.report import Marker, find_marker, parse_markers
 
 
 @pytest.mark.parametrize(
     "marker",
     [
-        Marker(kind=markers.ISSUE, path="models/a", source="gemma-3-270m"),
-        Marker(kind=markers.ISSUE, path="models/with space/x --> y", source="s"),
-        Marker(kind=markers.ISSUE, path="modèles/ü=1,2", source="a.b_c"),
-        Marker(kind=markers.PR_COMMENT),
-        Marker(kind=markers.CARD_PR, path="q/model-q4.gguf"),
+        Marker(kind=report.ISSUE, path="models/a", source="gemma-3-270m"),
+        Marker(kind=report.ISSUE, path="models/with space/x --> y", source="s"),
+        Marker(kind=report.ISSUE, path="modèles/ü=1,2", source="a.b_c"),
+        Marker(kind=report.PR_COMMENT),
+        Marker(kind=report.CARD_PR, path="q/model-q4.gguf"),
     ],
 )
 def test_round_trip(marker: Marker) -> None:
@@ -31,6 +31,6 @@ def test_other_versions_and_lookalikes_are_ignored() -> None:
         "`<!-- reefguard:v1 kind=issue` quoted by a person\n"
         "<!-- reefguard:v1 kind=issue path=a source=b future=1 -->"
     )
-    assert parse_markers(body) == (Marker(kind=markers.ISSUE, path="a", source="b"),)
+    assert parse_markers(body) == (Marker(kind=report.ISSUE, path="a", source="b"),)
     assert parse_markers(None) == ()
-    assert find_marker("no markers", kind=markers.ISSUE) is None
+    assert find_marker("no markers", kind=report.ISSUE) is None

@@ -1,0 +1,310 @@
+"""Hub annotations for scan findings, written without spamming.
+
+- On repos we do **not** own: one discussion per (repo, source) with the evidence, a plain "close if wrong" and
+  how to opt out. Before writing, the bot lists its own discussions on the repo and looks for the hidden
+  marker of that (repo, source); if found it edits that first comment in place (or leaves it alone when the text
+  is the same, or when the owner closed it: closing is the opt-out, never reopened), so reruns never duplicate.
+- On repos we own (the repo's namespace is the token's user or one of its orgs, by ``whoami``): one pull
+  request that sets ``base_model`` / ``base_model_relation`` in the README front matter through
+  huggingface_hub's ``ModelCard``, keeping every other key and the card text. It is also found by its marker.
+
+Nothing is written unless ``write=True`` (``--write``) and a token is given. Gated or private repos are not
+annotated; discussions disabled, missing permissions (401/403) or a repo gone (404) are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ReefguardError, RemoteError
+from bot.hub.client import Budget
+from bot.hub.results import UNDECLARED, Finding, ModelResult, Status
+from bot.report import HUB_CARD_PR, HUB_DISCUSSION, Marker, parse_markers
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+logger = logging.getLogger(__name__)
+
+TITLE_PREFIX = "reefguard:"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who the token is: a user name and its orgs (the namespaces we own)."""
+
+    name: str
+    orgs: tuple[str, ...] = ()
+
+    def owns(self, repo_id: str) -> bool:
+        return repo_id.split("/", 1)[0] in {self.name, *self.orgs}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Annotation:
+    """What annotate did (or, in a dry run, would do) for one repo and source.
+
+    Attributes:
+        repo_id, source: the subject (source is empty for a card pull request covering several).
+        action: ``opened``, ``updated``, ``unchanged``, ``left-closed``, ``skipped``, or ``would-open``,
+            ``would-update``, ``would-open-or-update`` in a dry run.
+        kind: ``discussion`` or ``card-pr``.
+        number: the discussion or pull request number, when there is one.
+        reason: why (skips) or a short note.
+    """
+
+    repo_id: str
+    source: str
+    kind: str
+    action: str
+    number: int | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repo_id": self.repo_id, "source": self.source, "kind": self.kind, "action": self.action,
+                "number": self.number, "reason": self.reason}  # fmt: skip
+
+
+def whoami(api: HfApi, *, budget: Budget) -> Identity:
+    """The token's user and orgs.
+
+    Raises:
+        RemoteError: the token is refused or the Hub failed.
+    """
+    data = budget.call("whoami", lambda: api.whoami())
+    orgs = tuple(str(org["name"]) for org in data.get("orgs") or [] if org.get("name"))
+    return Identity(name=str(data["name"]), orgs=orgs)
+
+
+def discussion_body(result: ModelResult, finding: Finding) -> str:
+    """The discussion text for one finding: evidence, suggestion, close-if-wrong, opt-out, marker."""
+    source = f"`{finding.source}`" + (
+        f" ([{finding.source_repo}](/{finding.source_repo}))" if finding.source_repo else ""
+    )
+    declared = ", ".join(f"`{d}`" for d in result.declared) or "no `base_model`"
+    what = "does not declare it" if finding.kind == UNDECLARED else "declares something else"
+    suggestion = ""
+    if finding.source_repo:
+        suggestion = (
+            "\n\nIf it is right, please declare it in the model card metadata, which also links this model into the "
+            f"source's model tree:\n\n```yaml\nbase_model: {finding.source_repo}\n"
+            f"base_model_relation: {finding.relation}\n```"
+        )
+    evidence = result.evidence_markdown or ""
+    return (
+        f"Hello! This is **reefguard**, an automated bot. It fingerprints the hidden representations of released "
+        f"models and compared this repo at commit `{result.sha[:12]}` with a registry of source models.\n\n"
+        f"It thinks this model **{result.verdict} from {source}**, while the card {what} (it declares {declared}): "
+        f"{finding.detail}.{suggestion}\n\n"
+        "**This can be wrong.** Fingerprints are statistical evidence, not proof: if this model is not derived from "
+        "that source, please just close this discussion.\n\n"
+        "**Opting out:** closing this discussion is enough. reefguard never reopens a closed discussion and never "
+        "posts a second one about the same source on this repo; when a new commit changes the evidence it edits "
+        "this message instead of writing another.\n\n"
+        f"<details><summary>Evidence</summary>\n\n{evidence}\n</details>\n\n"
+        f"{Marker(kind=HUB_DISCUSSION, path=result.repo_id, source=finding.source).render()}\n"
+    )
+
+
+def annotate(
+    api: HfApi,
+    results: Sequence[ModelResult],
+    *,
+    identity: Identity | None,
+    write: bool,
+    budget: Budget,
+) -> list[Annotation]:
+    """Open or update the posts the findings in ``results`` call for; never raises for one repo.
+
+    Args:
+        api: the Hub client (with the bot's token when writing).
+        results: scan results; only checked ones with findings are annotated.
+        identity: the token's user and orgs, or None (dry run without a token: nothing is looked up).
+        write: actually write; otherwise report what would be written.
+        budget: rate-limit handling for every call.
+
+    Returns:
+        One annotation per (repo, source) discussion or per owned repo's card pull request.
+    """
+    done: list[Annotation] = []
+    for result in results:
+        if result.status is not Status.CHECKED or not result.findings:
+            continue
+        if identity is not None and identity.owns(result.repo_id):
+            done.append(_guard(result, "", "card-pr", lambda r=result: _card_pr(api, r, identity, write, budget)))
+            continue
+        for finding in result.findings:
+            if result.gated or result.private:
+                access = "gated" if result.gated else "private"
+                done.append(Annotation(repo_id=result.repo_id, source=finding.source, kind="discussion",
+                                       action="skipped", reason=f"{access} repo: not annotated"))  # fmt: skip
+                continue
+            done.append(
+                _guard(
+                    result,
+                    finding.source,
+                    "discussion",
+                    lambda r=result, f=finding: _discussion(api, r, f, identity, write, budget),
+                )
+            )
+    return done
+
+
+def _guard(result: ModelResult, source: str, kind: str, work: Any) -> Annotation:
+    """Run one annotation; a Hub refusal or failure becomes a skipped annotation with the reason."""
+    try:
+        annotation: Annotation = work()
+        return annotation
+    except ReefguardError as e:
+        status = e.status if isinstance(e, RemoteError) else None
+        why = {401: "the token was refused", 403: "no permission (discussions disabled or token scope)",
+               404: "repo gone or invisible to this token"}.get(status or 0, "failed")  # fmt: skip
+        logger.warning("%s: %s skipped: %s", result.repo_id, kind, e)
+        return Annotation(repo_id=result.repo_id, source=source, kind=kind, action="skipped", reason=f"{why}: {e}")
+
+
+def _own_threads(
+    api: HfApi, repo_id: str, identity: Identity, *, pull_requests: bool, budget: Budget
+) -> dict[Marker, tuple[Any, Any]]:
+    """The bot's own threads on ``repo_id`` by marker: marker -> (discussion details, first comment)."""
+    from huggingface_hub import DiscussionComment
+
+    kind: Any = "pull_request" if pull_requests else "discussion"
+    threads = budget.call(
+        f"{repo_id}: list discussions",
+        lambda: list(api.get_repo_discussions(repo_id, author=identity.name, discussion_type=kind)),
+    )
+    found: dict[Marker, tuple[Any, Any]] = {}
+    for thread in threads:
+        if not thread.title.startswith(TITLE_PREFIX):
+            continue
+        details = budget.call(
+            f"{repo_id}: discussion #{thread.num}",
+            lambda num=thread.num: api.get_discussion_details(repo_id, num),  # type: ignore[misc]
+        )
+        first = next((event for event in details.events if isinstance(event, DiscussionComment)), None)
+        if first is None:
+            continue
+        for marker in parse_markers(first.content):
+            found.setdefault(marker, (details, first))
+    return found
+
+
+def _discussion(
+    api: HfApi, result: ModelResult, finding: Finding, identity: Identity | None, write: bool, budget: Budget
+) -> Annotation:
+    repo_id, source = result.repo_id, finding.source
+    body = discussion_body(result, finding)
+    note = functools.partial(Annotation, repo_id=repo_id, source=source, kind="discussion")
+    if identity is None:
+        return note(action="would-open-or-update", reason="dry run without a token: nothing looked up")
+    existing = _own_threads(api, repo_id, identity, pull_requests=False, budget=budget).get(
+        Marker(kind=HUB_DISCUSSION, path=repo_id, source=source)
+    )
+    if existing is not None:
+        details, first = existing
+        if details.status != "open":
+            return note(action="left-closed", number=details.num,
+                              reason="closed by the repo: reefguard does not post again")  # fmt: skip
+        if first.content.strip() == body.strip():
+            return note(action="unchanged", number=details.num)
+        if not write:
+            return note(action="would-update", number=details.num)
+        budget.call(
+            f"{repo_id}: edit discussion #{details.num}",
+            lambda: api.edit_discussion_comment(repo_id, details.num, first.id, body),
+        )
+        return note(action="updated", number=details.num)
+    if not write:
+        return note(action="would-open")
+    title = f"{TITLE_PREFIX} is this model derived from {finding.source_repo or source}?"
+    created = budget.call(
+        f"{repo_id}: open discussion", lambda: api.create_discussion(repo_id, title, description=body)
+    )
+    return note(action="opened", number=created.num)
+
+
+def card_pr_body(result: ModelResult, base_models: Sequence[str], relation: str) -> str:
+    """The pull request description: what changes, why, how to decline, and the marker."""
+    evidence = result.evidence_markdown or ""
+    return (
+        f"reefguard's scan of commit `{result.sha[:12]}` found this model {result.verdict} from "
+        f"{', '.join(f'`{b}`' for b in base_models)}, which the card does not declare. This pull request sets "
+        f"`base_model` and `base_model_relation: {relation}` in the README metadata; every other key and the card "
+        "text are kept. If it is wrong, close it: reefguard will not open another.\n\n"
+        f"<details><summary>Evidence</summary>\n\n{evidence}\n</details>\n\n"
+        f"{Marker(kind=HUB_CARD_PR, path=result.repo_id).render()}\n"
+    )
+
+
+def _card_pr(api: HfApi, result: ModelResult, identity: Identity, write: bool, budget: Budget) -> Annotation:
+    repo_id = result.repo_id
+    note = functools.partial(
+        Annotation, repo_id=repo_id, source=", ".join(f.source for f in result.findings), kind="card-pr"
+    )
+    unknown = sorted(f.source for f in result.findings if not f.source_repo)
+    if unknown:
+        hint = "pass --source-repo NAME=ORG/REPO"
+        return note(action="skipped", reason=f"no Hub repo id known for {', '.join(unknown)}; {hint}")
+    base_models = sorted({f.source_repo for f in result.findings if f.source_repo})
+    relation = "merge" if len(base_models) > 1 else result.findings[0].relation
+    existing = _own_threads(api, repo_id, identity, pull_requests=True, budget=budget).get(
+        Marker(kind=HUB_CARD_PR, path=repo_id)
+    )
+    if existing is not None:
+        details, _ = existing
+        action = "unchanged" if details.status in ("open", "draft") else "left-closed"
+        return note(action=action, number=details.num, reason=f"pull request is {details.status}")
+    if not write:
+        return note(action="would-open", reason=f"base_model: {', '.join(base_models)}")
+    card = _card_with_base_model(api, repo_id, result.sha, base_models, relation, budget=budget)
+    from huggingface_hub import CommitOperationAdd
+
+    commit = budget.call(
+        f"{repo_id}: card pull request",
+        lambda: api.create_commit(
+            repo_id,
+            operations=[CommitOperationAdd("README.md", card.encode("utf-8"))],
+            commit_message=f"{TITLE_PREFIX} declare base_model {', '.join(base_models)}",
+            commit_description=card_pr_body(result, base_models, relation),
+            create_pr=True,
+            parent_commit=result.sha,  # the commit the evidence is about; the Hub refuses if main moved
+        ),
+    )
+    return note(action="opened", number=commit.pr_num, reason=f"base_model: {', '.join(base_models)}")
+
+
+def _card_with_base_model(
+    api: HfApi, repo_id: str, sha: str, base_models: Sequence[str], relation: str, *, budget: Budget
+) -> str:
+    """The README at ``sha`` with ``base_model`` / ``base_model_relation`` set, every other key and the text kept.
+
+    Raises:
+        RemoteError: the README could not be read.
+        ConfigError: its front matter is not valid YAML.
+    """
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from bot.errors import ConfigError
+
+    def fetch() -> str | None:
+        try:
+            return hf_hub_download(repo_id, "README.md", revision=sha, endpoint=api.endpoint, token=api.token)
+        except EntryNotFoundError:
+            return None  # no card yet: a new one holds only the metadata
+
+    path = budget.call(f"{repo_id}: README.md", fetch)
+    text = "" if path is None else Path(path).read_text(encoding="utf-8")
+    try:
+        card = ModelCard(text, ignore_metadata_errors=False)
+    except ValueError as e:
+        raise ConfigError(f"{repo_id}: README.md front matter is not valid YAML ({e})") from e
+    card.data["base_model"] = list(base_models) if len(base_models) > 1 else base_models[0]
+    card.data["base_model_relation"] = relation
+    return str(card)

@@ -1,0 +1,542 @@
+"""The scheduled Hub scan: list candidates, read headers, pin the sha, fingerprint, compare, record.
+
+For each candidate model version (``repo@sha`` from ``list_models``), cheapest checks first:
+
+1. the state file already has it → reuse the result, no request at all;
+2. ``model_info(files_metadata=True)`` at the pinned sha → file names and sizes. Only pickle weights
+   (``.bin``/``.pt``/``.ckpt``), GGUF only, no ``config.json`` → skipped, nothing downloaded, nothing unpickled;
+3. ``config.json`` alone → custom code (``auto_map``, unknown ``model_type``) → skipped (``trust_remote_code`` is
+   never used);
+4. each safetensors header through one Range request → parameters over ``--max-params``, or a header whose
+   tensor offsets disagree with its shapes or with the file size the Hub reports → skipped before any weights;
+5. the download must fit the remaining ``--max-download`` bytes, the run its ``--max-seconds``;
+6. ``bot.sources.resolve`` downloads config, tokenizer and safetensors at that sha only, ``bot.engine`` fingerprints
+   and compares; the declared ``base_model`` / ``base_model_relation`` are checked against the verdict.
+
+No structural "cannot match" filter beyond these is applied: REEF compares across widths, depths and tokenizers,
+so a shape-based filter would drop pruned or re-architected derivatives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ConfigError, ModelLoadError, ReefguardError, RegistryError, RemoteError, UnsafeWeightsError
+from bot.hub.client import Budget
+from bot.hub.results import UNDECLARED, WRONG_DECLARATION, Finding, ModelResult, ScanReport, ScanState, Status
+from bot.hub.results import sorted_results as _sorted
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import ModelInfo
+
+    from bot.reef.verdict import Report
+    from bot.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Bits per value of each safetensors dtype, from its name (F16 -> 16, F8_E4M3 -> 8); BOOL is one byte.
+_DTYPE_BITS = re.compile(r"[A-Z]+(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based), chosen by a hash of the repo id, so every run agrees.
+
+    Example:
+        >>> str(Shard.parse("2/3"))
+        '2/3'
+        >>> [Shard(i, 3).owns("org/model") for i in (1, 2, 3)].count(True)  # exactly one shard owns a repo
+        1
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``i/N`` with ``1 <= i <= N``.
+
+        Raises:
+            ConfigError: any other text.
+        """
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None or not 1 <= int(match[1]) <= int(match[2]):
+            raise ConfigError(f"--shard {text!r}: use i/N with 1 <= i <= N, e.g. 1/4", key="shard")
+        return cls(int(match[1]), int(match[2]))
+
+    def owns(self, repo_id: str) -> bool:
+        digest = hashlib.sha256(repo_id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """Which models ``list_models`` returns: newest first (``sort=last_modified``).
+
+    Attributes:
+        author: a user or org; search: a substring of the repo id; tags: Hub tags that must all be present,
+            e.g. ``base_model:finetune:google/gemma-3-270m``.
+        since: only models modified at or after this moment; limit: at most this many (before sharding).
+    """
+
+    author: str | None = None
+    search: str | None = None
+    tags: tuple[str, ...] = ()
+    since: datetime | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A model version to scan, with what its card declares.
+
+    Attributes:
+        repo_id, sha: the model and the commit to pin.
+        declared: ``base_model`` ids (card metadata, else the Hub's ``base_model:`` tags); relation: the
+            declared ``base_model_relation``.
+        gated, private: access flags.
+    """
+
+    repo_id: str
+    sha: str
+    declared: tuple[str, ...] = ()
+    relation: str | None = None
+    gated: bool = False
+    private: bool = False
+
+    @classmethod
+    def from_info(cls, info: ModelInfo) -> Candidate:
+        """The candidate a ``ModelInfo`` (from a listing or ``model_info``) describes.
+
+        Raises:
+            RemoteError: the Hub sent no commit sha.
+        """
+        if not info.sha:
+            raise RemoteError(f"{info.id}: the Hub listed no commit sha; retry later", service="hub")
+        card = info.card_data
+        declared = _as_ids(card.get("base_model") if card is not None else None)
+        relation = card.get("base_model_relation") if card is not None else None
+        if not declared:  # the Hub's model-tree tags: base_model:<id> and base_model:<relation>:<id>
+            tags = [t.split(":", 1)[1] for t in info.tags or [] if t.startswith("base_model:")]
+            declared = tuple(sorted({t.split(":")[-1] for t in tags}))
+            relations = {t.split(":")[0] for t in tags if t.count(":") == 1}
+            relation = relation or (relations.pop() if len(relations) == 1 else None)
+        return cls(
+            repo_id=info.id,
+            sha=info.sha,
+            declared=declared,
+            relation=str(relation) if relation else None,
+            gated=bool(info.gated),
+            private=bool(info.private),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanOptions:
+    """How each candidate is checked.
+
+    Attributes:
+        probes, dtype, batch_size, alpha: as for ``reefguard check``.
+        max_params: skip models with more parameters (from the safetensors headers); None: no cap.
+        source_repos: registry source name -> Hub repo id, to tell whether a declared ``base_model`` names it.
+        cache_dir: the Hugging Face cache (default: huggingface_hub's).
+        endpoint, token: the Hub.
+    """
+
+    probes: str = "default"
+    dtype: str = "float32"
+    batch_size: int = 16
+    alpha: float = 0.01
+    max_params: int | None = None
+    source_repos: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cache_dir: Path | None = None
+    endpoint: str | None = None
+    token: str | None = None
+
+
+def _as_ids(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def parse_since(text: str) -> datetime:
+    """A ``--since`` date or ISO timestamp as an aware UTC datetime.
+
+    Raises:
+        ConfigError: not ISO 8601.
+
+    Example:
+        >>> parse_since("2026-03-01")
+        datetime.datetime(2026, 3, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        except ValueError as e:
+            raise ConfigError(f"--since {text!r}: use an ISO date (2026-03-01) or timestamp", key="since") from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def source_repo_map(registry: Registry, explicit: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Registry source name -> Hub repo id.
+
+    An entry whose ``model`` is a Hub reference (``org/name`` or ``org/name@rev``) maps to that repo; ``explicit``
+    (``--source-repo NAME=ORG/REPO``) adds or overrides. Entries made from local files map to nothing unless named.
+
+    Raises:
+        ConfigError: an explicit name that is not in the registry, or a value that is not a repo id.
+    """
+    names = set(registry.names())
+    mapping: dict[str, str] = {}
+    for fp in registry:
+        reference = fp.model.split("@", 1)[0]
+        if _HUB_ID.fullmatch(reference) and not fp.model.startswith((".", "/", "~")):
+            mapping[fp.name] = reference
+    for name, repo in (explicit or {}).items():
+        if name not in names:
+            raise ConfigError(f"--source-repo {name}={repo}: no registry entry named {name!r}", key="source-repo")
+        if not _HUB_ID.fullmatch(repo):
+            raise ConfigError(f"--source-repo {name}={repo}: {repo!r} is not a Hub repo id", key="source-repo")
+        mapping[name] = repo
+    return mapping
+
+
+def list_candidates(api: HfApi, selection: Selection, *, budget: Budget) -> list[Candidate]:
+    """The models ``selection`` names, newest first, each pinned to the sha the listing reported.
+
+    Raises:
+        RemoteError: the Hub failed beyond the budget's retries.
+    """
+    expand: Any = ["author", "sha", "lastModified", "tags", "cardData", "gated", "private"]
+
+    def listing() -> list[Candidate]:
+        found = []
+        for info in api.list_models(
+            author=selection.author,
+            search=selection.search,
+            filter=list(selection.tags) or None,
+            sort="last_modified",
+            limit=selection.limit,
+            expand=expand,
+        ):
+            modified = info.last_modified
+            if selection.since is not None and modified is not None and modified < selection.since:
+                break  # newest first: everything after is older
+            found.append(Candidate.from_info(info))
+        return found
+
+    candidates = budget.call("listing models", listing)
+    logger.info("%d candidate models listed", len(candidates))
+    return candidates
+
+
+def candidate_at(api: HfApi, repo_id: str, revision: str | None, *, budget: Budget) -> Candidate:
+    """The candidate for one repo at one revision (what a webhook names).
+
+    Raises:
+        RemoteError: the Hub failed; ModelLoadError-free: a missing repo is a RemoteError with status 404.
+    """
+    info = budget.call(f"{repo_id}: model info", lambda: api.model_info(repo_id, revision=revision))
+    return Candidate.from_info(info)
+
+
+def scan(
+    api: HfApi,
+    candidates: Sequence[Candidate],
+    *,
+    registry: Registry,
+    state: ScanState,
+    options: ScanOptions,
+    budget: Budget,
+    shard: Shard | None = None,
+    on_result: Callable[[ModelResult], None] | None = None,
+) -> ScanReport:
+    """Check every candidate this shard owns, reusing and extending ``state``; never raises for one model.
+
+    Args:
+        api: the Hub client.
+        candidates: from ``list_candidates`` (all shards see the same list).
+        registry: the fingerprints to compare with.
+        state: results already known; each new final result is saved into it before the next model starts.
+        options: how to check.
+        budget: caps; when time runs out the rest is reported as not reached (status error, retried next run).
+        shard: this run's share, or None for all.
+        on_result: called with each new result (progress output).
+
+    Returns:
+        The report of this run's candidates.
+    """
+    owned = [c for c in candidates if shard is None or shard.owns(c.repo_id)]
+    results: list[ModelResult] = []
+    reused = 0
+    for candidate in owned:
+        known = state.done(candidate.repo_id, candidate.sha)
+        if known is not None:
+            results.append(known)
+            reused += 1
+            continue
+        if budget.out_of_time():
+            budget.stopped = budget.stopped or f"time budget of {budget.max_seconds:.0f} s reached"
+            result = _result(candidate, Status.ERROR, "not reached: the run's time budget ran out")
+        else:
+            result = check_candidate(api, candidate, registry=registry, options=options, budget=budget)
+            state.record(result)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return ScanReport(
+        shards=(str(shard),) if shard else ("all",),
+        results=_sorted(results),
+        reused=reused,
+        usage=budget.usage(),
+    )
+
+
+def _result(candidate: Candidate, status: Status, reason: str, **fields: Any) -> ModelResult:
+    return ModelResult(
+        repo_id=candidate.repo_id,
+        sha=candidate.sha,
+        status=status,
+        reason=reason,
+        declared=candidate.declared,
+        relation=candidate.relation,
+        gated=candidate.gated,
+        private=candidate.private,
+        **fields,
+    )
+
+
+def check_candidate(
+    api: HfApi, candidate: Candidate, *, registry: Registry, options: ScanOptions, budget: Budget
+) -> ModelResult:
+    """Inspect, fingerprint and compare one model version; every failure becomes a skip or error result."""
+    try:
+        plan = _inspect(api, candidate, options=options, budget=budget)
+        if isinstance(plan, str):
+            return _result(candidate, Status.SKIPPED, plan)
+        left = budget.bytes_left()
+        if left is not None and plan > left:
+            budget.stopped = budget.stopped or "download budget reached"
+            reason = f"needs {plan} bytes, {left} left of the run's download budget; retried next run"
+            return _result(candidate, Status.ERROR, reason)
+        budget.download_bytes += plan
+        report = _fingerprint_and_compare(candidate, registry=registry, options=options, budget=budget)
+    except UnsafeWeightsError as e:
+        return _result(candidate, Status.SKIPPED, f"refused: {e}")
+    except ModelLoadError as e:
+        return _result(candidate, Status.SKIPPED, str(e))
+    except RemoteError as e:
+        if e.status == 404:  # the repo or the pinned revision went away after the listing
+            return _result(candidate, Status.SKIPPED, f"gone from the Hub since it was listed: {e}")
+        return _result(candidate, Status.ERROR, str(e))
+    except (ConfigError, RegistryError):
+        raise  # the run's own settings or registry are at fault: every model would fail the same way
+    except ReefguardError as e:
+        return _result(candidate, Status.ERROR, str(e))
+    from bot.report import render_markdown, verdict_line
+
+    findings = lineage_findings(report, declared=candidate.declared, source_repos=options.source_repos)
+    return _result(
+        candidate,
+        Status.CHECKED,
+        verdict_line(report),
+        verdict=str(report.verdict),
+        sources=report.sources,
+        findings=findings,
+        evidence_markdown=render_markdown(report) if findings else None,
+    )
+
+
+def _inspect(api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget) -> int | str:
+    """Bytes to download for this candidate, or the reason to skip it; reads metadata and headers only."""
+    from bot.sources import HUB_FILES
+
+    repo, sha = candidate.repo_id, candidate.sha
+    info = budget.call(f"{repo}@{sha}: model info", lambda: api.model_info(repo, revision=sha, files_metadata=True))
+    sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    weights = sorted(name for name in sizes if name.endswith(".safetensors"))
+    if not weights:
+        pickles = sorted(name for name in sizes if name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            return (f"only pickle weights ({', '.join(pickles[:3])}): never downloaded or unpickled; "
+                    "ask the owner for safetensors")  # fmt: skip
+        if any(name.endswith(".gguf") for name in sizes):
+            return "GGUF weights only: the scan fetches safetensors; check the file with `reefguard check`"
+        return "no weights in the repo"
+    if "config.json" not in sizes:
+        return "no config.json: not a transformers model folder"
+    _check_config(api, repo, sha, options=options, budget=budget)
+    from huggingface_hub.errors import SafetensorsParsingError
+
+    n_params = 0
+    for name in weights:
+        try:
+            header = budget.call(
+                f"{repo}@{sha}: {name} header",
+                lambda name=name: api.parse_safetensors_file_metadata(repo, name, revision=sha),  # type: ignore[misc]
+            )
+        except SafetensorsParsingError as e:
+            return f"{name}: unreadable safetensors header ({str(e).splitlines()[0][:160]}); weights not downloaded"
+        lie = _header_lie(header.tensors, sizes[name])
+        if lie is not None:
+            return f"{name}: the safetensors header lies about sizes ({lie}); weights not downloaded"
+        n_params += sum(t.parameter_count for t in header.tensors.values())
+    if options.max_params is not None and n_params > options.max_params:
+        return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"
+    return sum(size for name, size in sizes.items() if any(fnmatch.fnmatch(name, p) for p in HUB_FILES))
+
+
+def _check_config(api: HfApi, repo: str, sha: str, *, options: ScanOptions, budget: Budget) -> None:
+    """Download config.json alone and refuse custom code before any weights come.
+
+    Raises:
+        UnsafeWeightsError: the config needs ``trust_remote_code``.
+        ModelLoadError: no readable config.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from bot.reef.loading import read_config
+
+    path = budget.call(
+        f"{repo}@{sha}: config.json",
+        lambda: hf_hub_download(
+            repo, "config.json", revision=sha, cache_dir=options.cache_dir, endpoint=api.endpoint, token=options.token
+        ),
+    )
+    read_config(Path(path).parent)
+
+
+def _header_lie(tensors: Mapping[str, Any], file_size: int) -> str | None:
+    """Why a safetensors header cannot describe a file of ``file_size`` bytes, or None if it can.
+
+    Each tensor's byte span must equal its shape times its dtype's width, the spans must tile the data without
+    gaps or overlaps, and header plus data must fit the file (safetensors spec).
+    """
+    spans = []
+    for name, info in tensors.items():
+        begin, end = info.data_offsets
+        match = _DTYPE_BITS.fullmatch(info.dtype.split("_")[0])
+        bits = int(match[1]) if match else 8
+        need = math.ceil(info.parameter_count * bits / 8)
+        if end - begin != need:
+            return f"tensor {name!r} spans {end - begin} bytes, its shape {list(info.shape)} needs {need}"
+        spans.append((begin, end))
+    spans.sort()
+    position = 0
+    for begin, end in spans:
+        if begin != position:
+            return f"tensor data has a gap or overlap at byte {begin}"
+        position = end
+    if position + 8 + 2 > file_size:  # 8 bytes of length, at least "{}" of header
+        return f"its tensors need {position} data bytes, the file has {file_size} in all"
+    return None
+
+
+def _fingerprint_and_compare(
+    candidate: Candidate, *, registry: Registry, options: ScanOptions, budget: Budget
+) -> Report:
+    """Download the pinned files, fingerprint them and compare with the registry (retried on 429/5xx)."""
+    from bot.engine import compare, default_name, fingerprint
+    from bot.sources import ModelSource, resolve
+
+    source = ModelSource(kind="hub", ref=candidate.repo_id, revision=candidate.sha)
+    resolved = budget.call(
+        f"{source}: download",
+        lambda: resolve(source, cache_dir=options.cache_dir, endpoint=options.endpoint, token=options.token),
+    )
+    fp = fingerprint(
+        str(resolved.path),
+        name=default_name(source),
+        probes=options.probes,
+        dtype=options.dtype,
+        batch_size=options.batch_size,
+    )
+    # Fingerprinted from the cache folder; record what it is: the repo at the pinned commit.
+    fp = dataclasses.replace(fp, model=str(source), revision=candidate.sha)
+    return compare(fp, registry, alpha=options.alpha)
+
+
+def lineage_findings(
+    report: Report, *, declared: Sequence[str], source_repos: Mapping[str, str]
+) -> tuple[Finding, ...]:
+    """Compare declared lineage with the verdict: undeclared derivatives and wrong declarations.
+
+    - derived or merged from a source whose repo no ``base_model`` names: ``UNDECLARED`` when the card declares
+      nothing, ``WRONG_DECLARATION`` when it declares something else;
+    - a declared ``base_model`` that maps to a registry source the fingerprints call unrelated:
+      ``WRONG_DECLARATION``.
+    """
+    from bot.reef.verdict import Verdict
+
+    named = {d.split("@", 1)[0].lower() for d in declared}
+    relation = "merge" if report.verdict is Verdict.MERGED else "finetune"
+    by_source = {match.source: match for match in report.matches}
+    findings = []
+    if report.verdict in (Verdict.DERIVED, Verdict.MERGED):
+        for source in report.sources:
+            repo = source_repos.get(source)
+            if repo is not None and repo.lower() in named:
+                continue
+            match = by_source.get(source)
+            evidence = f"score {match.score:.3f}, adj. p {match.p_adjusted:.1e}" if match and match.p_adjusted else ""
+            if declared:
+                kind = WRONG_DECLARATION
+                detail = f"declares {', '.join(declared)}, but the fingerprints say {report.verdict} from {source}"
+            else:
+                kind = UNDECLARED
+                detail = f"{report.verdict} from {source}, no base_model declared"
+            findings.append(
+                Finding(
+                    kind=kind,
+                    source=source,
+                    source_repo=repo,
+                    relation=relation,
+                    detail=f"{detail} ({evidence})" if evidence else detail,
+                )
+            )
+    for source, repo in sorted(source_repos.items()):
+        match = by_source.get(source)
+        if repo.lower() in named and match is not None and match.verdict is Verdict.UNRELATED:
+            p = f"adj. p {match.p_adjusted:.1e}" if match.p_adjusted is not None else "no p-value"
+            findings.append(
+                Finding(
+                    kind=WRONG_DECLARATION,
+                    source=source,
+                    source_repo=repo,
+                    relation=relation,
+                    detail=f"declares {repo}, but the fingerprints say unrelated to {source} "
+                    f"(score {match.score:.3f}, {p})",
+                )
+            )
+    return tuple(findings)
+
+
+def candidates_in(results: Iterable[ModelResult]) -> list[Candidate]:
+    """Candidates back from results (to re-annotate or rescan them)."""
+    return [
+        Candidate(
+            repo_id=r.repo_id, sha=r.sha, declared=r.declared, relation=r.relation, gated=r.gated, private=r.private
+        )
+        for r in results
+    ]
