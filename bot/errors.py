@@ -7,7 +7,8 @@ The tree::
     ├── ModelLoadError                  a model reference that cannot become a forward-capable model
     │   └── UnsafeWeightsError          weights that would run code when loaded (pickles, remote code)
     ├── RegistryError                   the fingerprints/ store: missing, corrupt, incompatible entries
-    └── RemoteError                     GitHub or Hugging Face Hub answered with an error
+    ├── RemoteError                     GitHub or Hugging Face Hub answered with an error
+    └── TrainingError                   a training run (protect) ended without a usable checkpoint
 
 Messages say what failed, on which input, and what to do next.
 """
@@ -93,3 +94,10 @@ class RemoteError(ReefguardError):
         self.service = service
         self.status = status
         self.request_id = request_id
+
+
+class TrainingError(ReefguardError):
+    """A training run (``reefguard protect``) ended without a usable checkpoint.
+
+    Example: ``training produced no usable checkpoint: 40 of 40 steps had a non-finite loss or gradient``.
+    """
