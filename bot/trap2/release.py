@@ -100,7 +100,7 @@ def render_card(metadata: dict[str, Any], *, base_model: str, report: VerifyRepo
         "",
         "Limits: the protection does not stop distillation from the model's outputs, and a merge that keeps this "
         "update at exactly 1.0 while down-weighting the others is not broken by it (see the verification numbers "
-        "and reefguard's docs/trap2.md).",
+        'and the "Trap² protection" section of reefguard\'s README).',
     ]
     if report is not None:
         from bot.trap2.verification import render_markdown

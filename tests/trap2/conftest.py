@@ -1,7 +1,7 @@
 """Trap² fixtures: a tiny GPT-2 base, code text, and one protect run (protected + twin + one other update) per session.
 
 Runs are a few dozen steps on a width-32 model: enough to check files, numbers and behaviour on bad input, not the
-protection's strength (bench/trap2_demo.py measures that; numbers in docs/trap2.md).
+protection's strength (bench/trap2_demo.py measures that; numbers in README.md, "Trap² protection").
 """
 
 from __future__ import annotations
