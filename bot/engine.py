@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.reef.fingerprint import Fingerprint, fingerprint_model
-from bot.reef.loading import adapter_base_reference, load_model
+from bot.reef.loading import adapter_base_reference
 from bot.reef.probes import DEFAULT_PROBES, load_probes
+from bot.reef.streaming import load_for_extraction
 from bot.reef.verdict import compare
 from bot.sources import ModelSource, resolve
 
@@ -45,6 +46,7 @@ def fingerprint(
     role: str = "source",
     related: Sequence[str] = (),
     batch_size: int = 16,
+    extraction: str = "auto",
     show_progress: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
@@ -61,6 +63,9 @@ def fingerprint(
         role: ``"source"`` or ``"reference"`` when the result goes into a registry.
         related: registry names this model is declared to derive from.
         batch_size: probes per forward pass.
+        extraction: ``"stream"`` runs the model one block at a time (safetensors folders), ``"full"`` loads it
+            whole, ``"auto"`` streams when the whole model would not fit comfortably in memory
+            (``bot.reef.streaming.load_for_extraction``); the states are the same either way.
         show_progress: draw progress bars on stderr.
         endpoint: Hub endpoint for Hub references (default: ``HF_ENDPOINT`` or huggingface.co).
         token: Hub token for gated or private repos.
@@ -69,7 +74,7 @@ def fingerprint(
         The fingerprint, recording the reference, the pinned revision and the weights' sha256.
 
     Raises:
-        ConfigError: bad probes, dtype, role or reference.
+        ConfigError: bad probes, dtype, role, extraction mode or reference; ``stream`` on a source that cannot.
         ModelLoadError: the model cannot be fetched or loaded (UnsafeWeightsError for pickles / remote code).
         RemoteError: the Hub failed.
 
@@ -82,7 +87,7 @@ def fingerprint(
     probe_set = load_probes(probes)
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
-    loaded = load_model(resolved.path, base=base_path, dtype=dtype)
+    loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
     logger.info("fingerprinting %s: %d blocks, %d probes", parsed, loaded.n_layers, len(probe_set))
     return fingerprint_model(
         loaded,

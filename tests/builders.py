@@ -152,3 +152,22 @@ def random_model(seed: int, tokenizer: object) -> LoadedModel:
         dtype="float32",
         loader="memory",
     )
+
+
+def tiny_gemma3(folder: Path, *, seed: int, width: int = 32, blocks: int = 3, sliding_window: int = 8) -> Path:
+    """A random-init Gemma 3 text model: sliding-window and full-attention blocks, scaled embeddings.
+
+    The window is short (8 tokens) so that probes are longer than it and the sliding-window mask matters.
+    """
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    layer_types = ["full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(blocks)]
+    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=width, intermediate_size=2 * width,
+                              num_hidden_layers=blocks, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                              sliding_window=sliding_window, layer_types=layer_types, max_position_embeddings=512,
+                              bos_token_id=0, eos_token_id=0, pad_token_id=0)  # fmt: skip
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    copy_tokenizer(DEMO_MODELS / "source", folder)
+    return folder

@@ -53,6 +53,7 @@ def make_report(verdict: Verdict, sources: tuple[str, ...], reason: str, *matche
         measure="linear",
         conditioned=True,
         alpha=0.01,
+        null_ceiling=0.52,
         verdict=verdict,
         sources=sources,
         reason=reason,

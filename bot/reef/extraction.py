@@ -5,6 +5,10 @@ entry of transformers' ``hidden_states`` tuple has that norm applied, so we hook
 Probes run in right-padded batches with attention masks, and each text's own last real token is read, so a
 batched run equals one probe at a time. Texts are sorted by length to keep padding small, and results are
 returned in the probes' order. The forward pass stops after the deepest block that is asked for.
+
+Two runners share the tokenized batches: the whole model in memory (forward hooks on its blocks), or a
+``BlockRunner`` that streams the model one block at a time (``bot.reef.streaming``, for models that would
+not fit). Both see the same batches, so they return the same states.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,8 +34,39 @@ logger = logging.getLogger(__name__)
 MAX_PROBE_TOKENS = 256  # probes are short; a longer one is cut here, with a warning, instead of growing the batch
 
 
-class _StopForward(Exception):
-    """Raised by the hook on the deepest block that is needed, to skip the rest of the model."""
+class StopForward(Exception):
+    """Raised at the deepest block that is needed, to skip the rest of the model's forward pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeBatch:
+    """One right-padded batch of probes.
+
+    Attributes:
+        rows: the probes' indices in the caller's text order, one per batch row.
+        inputs: the tokenizer's tensors the forward pass takes (``input_ids``, ``attention_mask``, ...).
+        last_index: position of each row's last real token.
+    """
+
+    rows: list[int]
+    inputs: dict[str, torch.Tensor]
+    last_index: torch.Tensor
+
+
+@runtime_checkable
+class BlockRunner(Protocol):
+    """A model that runs probe batches itself instead of being called whole (a streamed model)."""
+
+    @property
+    def config(self) -> Any:
+        """The transformers config."""
+        ...
+
+    def last_token_states(
+        self, batches: Sequence[ProbeBatch], layers: Sequence[int], *, show_progress: bool
+    ) -> dict[int, list[torch.Tensor]]:
+        """Block outputs at each row's last token: layer -> one ``(rows, hidden)`` float32 tensor per batch."""
+        ...
 
 
 def transformer_blocks(model: Any, n_layers: int) -> Any:
@@ -58,6 +94,31 @@ def _prepare_tokenizer(tokenizer: Any) -> None:
         tokenizer.pad_token = fallback
 
 
+def probe_batches(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int) -> list[ProbeBatch]:
+    """Tokenize the probes into length-sorted, right-padded batches (cut at ``MAX_PROBE_TOKENS``, with a warning).
+
+    Raises:
+        ModelLoadError: the tokenizer has no token to pad with.
+    """
+    tokenizer = loaded.tokenizer
+    _prepare_tokenizer(tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    max_tokens = _token_limit(loaded)
+    batches: list[ProbeBatch] = []
+    n_cut = 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        encoded = tokenizer(
+            [texts[i] for i in rows], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens
+        )
+        last_index = encoded["attention_mask"].sum(dim=1) - 1
+        n_cut += int((last_index == max_tokens - 1).sum())
+        batches.append(ProbeBatch(rows=rows, inputs=_model_inputs(encoded), last_index=last_index))
+    if n_cut:
+        logger.warning("%d probe(s) reached %d tokens and were cut there", n_cut, max_tokens)
+    return batches
+
+
 def extract_states(
     loaded: LoadedModel,
     texts: Sequence[str],
@@ -69,7 +130,7 @@ def extract_states(
     """Run the probes and return the last-token state after each requested block.
 
     Args:
-        loaded: the model and tokenizer.
+        loaded: the model and tokenizer (a whole model, or a streamed one from ``bot.reef.streaming``).
         texts: the probe texts, in order.
         layers: 0-based block indices to keep (block i's output is transformers' ``hidden_states[i + 1]``
             without the final norm).
@@ -81,63 +142,59 @@ def extract_states(
 
     Raises:
         ConfigError: empty ``texts`` or ``layers``, a layer out of range, a batch size below 1.
-        ModelLoadError: the model's blocks cannot be found.
+        ModelLoadError: the model's blocks (or a streamed block's weights) cannot be found.
     """
-    import torch
-
     if not texts or not layers:
         raise ConfigError("nothing to extract: no probe texts or no layers")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}", key="batch-size")
     if min(layers) < 0 or max(layers) >= loaded.n_layers:
         raise ConfigError(f"layers {list(layers)} out of range for a {loaded.n_layers}-block model", key="layers")
-    tokenizer = loaded.tokenizer
-    _prepare_tokenizer(tokenizer)
+    batches = probe_batches(loaded, texts, batch_size=batch_size)
+    wanted = sorted(set(layers))
+    if isinstance(loaded.model, BlockRunner):
+        captured = loaded.model.last_token_states(batches, wanted, show_progress=show_progress)
+    else:
+        captured = _run_whole_model(loaded, batches, wanted, show_progress=show_progress)
+    out = np.zeros((len(layers), len(texts), loaded.hidden_size), dtype=np.float32)
+    for k, layer in enumerate(layers):
+        for batch, states in zip(batches, captured[layer], strict=True):
+            out[k, batch.rows] = states.numpy()
+    return out
+
+
+def _run_whole_model(
+    loaded: LoadedModel, batches: Sequence[ProbeBatch], layers: Sequence[int], *, show_progress: bool
+) -> dict[int, list[torch.Tensor]]:
+    """Forward hooks on the blocks of a model held whole in memory; stops after the deepest block needed."""
+    import torch
+
     blocks = transformer_blocks(loaded.model, loaded.n_layers)
     deepest = max(layers)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    captured: dict[int, torch.Tensor] = {}
-    last_index = torch.zeros(0, dtype=torch.long)
+    captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    current: list[torch.Tensor] = []  # the batch being run: its last_index
 
     def hook_for(layer: int) -> Any:
         def hook(_module: Any, _inputs: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             rows = torch.arange(hidden.shape[0])
-            captured[layer] = hidden[rows, last_index].float()
+            captured[layer].append(hidden[rows, current[0]].float())
             if layer == deepest:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
-    out = np.zeros((len(layers), len(texts), loaded.hidden_size), dtype=np.float32)
-    n_cut = 0
-    max_tokens = _token_limit(loaded)
-    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers))]
+    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]
     try:
         with torch.inference_mode():
-            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
             for batch in progress_bar(batches, desc="probes", unit="batch", enabled=show_progress):
-                encoded = tokenizer(
-                    [texts[i] for i in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=max_tokens,
-                )
-                mask = encoded["attention_mask"]
-                last_index = mask.sum(dim=1) - 1
-                n_cut += int((last_index == max_tokens - 1).sum())
-                captured.clear()
-                with contextlib.suppress(_StopForward):
-                    loaded.model(**_model_inputs(encoded))
-                for k, layer in enumerate(layers):
-                    out[k, batch] = captured[layer].numpy()
+                current[:] = [batch.last_index]
+                with contextlib.suppress(StopForward):
+                    loaded.model(**batch.inputs)
     finally:
         for handle in handles:
             handle.remove()
-    if n_cut:
-        logger.warning("%d probe(s) reached %d tokens and were cut there", n_cut, max_tokens)
-    return out
+    return captured
 
 
 def _token_limit(loaded: LoadedModel) -> int:

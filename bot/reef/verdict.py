@@ -19,8 +19,13 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    values, ``T = (atanh(score) − μ) / (s·√(1 + 1/n))`` follows Student's t with n − 1 degrees of freedom
    when the suspect is one more unrelated model, so ``p = P(t ≥ T)`` is a prediction-interval p-value.
    ``z = (atanh(score) − μ) / s`` is reported beside it. p-values are Holm-adjusted over the sources checked.
-4. **Decision.** A source with adjusted p < ``alpha`` (0.01) is a match; ≥ ``UNRELATED_P`` (0.1) is
-   unrelated; between is inconclusive, and so is a source whose null is too small. Matches are grouped into
+4. **Decision.** A source with adjusted p < ``alpha`` (0.01) whose score also exceeds the null ceiling (the
+   highest score between any source checked and an entry unrelated to it) is a match. A significant score at
+   or under the ceiling is inconclusive: the null of that source does not cover models like the suspect (a
+   registry whose only references are tiny models puts two real pretrained LMs far out in the tail of each
+   other's null; measured: MiniLM against Gemma 3 270M scores 0.38, its toy-only null 0.22-0.31, while toy
+   pairs reach 0.49). Adjusted p ≥ ``UNRELATED_P`` (0.1) is unrelated; between is inconclusive, and so is a
+   source whose null is too small. Matches are grouped into
    families by declared relations: one family → derived (from its best-scoring source), two or more →
    merged (naming the best source of each family). No match → unrelated, or inconclusive if any source was.
 """
@@ -114,6 +119,7 @@ class Report:
         measure: the similarity measure (a key of ``bot.reef.cka.MEASURES``).
         conditioned: whether the probes' surface features were projected out first (rule 0).
         alpha: significance level of a match.
+        null_ceiling: the highest null score over all sources checked (rule 4); None without any null.
         verdict: the overall verdict; sources: the sources it names (one if derived, two or more if merged).
         reason: one sentence saying which rule decided.
         matches: per-source evidence, most significant first.
@@ -125,6 +131,7 @@ class Report:
     measure: str
     conditioned: bool
     alpha: float
+    null_ceiling: float | None
     verdict: Verdict
     sources: tuple[str, ...]
     reason: str
@@ -139,6 +146,7 @@ class Report:
             "measure": self.measure,
             "conditioned": self.conditioned,
             "alpha": self.alpha,
+            "null_ceiling": None if self.null_ceiling is None else round(self.null_ceiling, 4),
             "verdict": str(self.verdict),
             "sources": list(self.sources),
             "reason": self.reason,
@@ -161,9 +169,7 @@ def aligned_score(
         >>> round(aligned_score(grid, np.array([0.5, 1.0]), np.array([0.5, 1.0])), 6)
         0.85
     """
-    gaps = np.abs(source_depths[:, None] - suspect_depths[None, :])
-    near = (gaps <= ALIGN_WINDOW + 1e-9) | (gaps == gaps.min(axis=1, keepdims=True))
-    return float(np.where(near, grid, -np.inf).max(axis=1).mean())
+    return float(np.where(_near(source_depths, suspect_depths), grid, -np.inf).max(axis=1).mean())
 
 
 def _related(a: Fingerprint, b: Fingerprint) -> bool:
@@ -172,14 +178,14 @@ def _related(a: Fingerprint, b: Fingerprint) -> bool:
 
 def _prediction_p(score: float, null: NDArray[np.float64]) -> tuple[float, float]:
     """(z, one-sided p) of ``score`` as one more draw from the null, on Fisher's atanh scale."""
-    from scipy import stats
+    from scipy import special  # stdtr(df, -t) is what stats.t.sf computes, without importing scipy.stats
 
     fisher = np.arctanh(np.clip(null, -_MAX_ATANH_INPUT, _MAX_ATANH_INPUT))
     value = float(np.arctanh(np.clip(score, -_MAX_ATANH_INPUT, _MAX_ATANH_INPUT)))
     mean, std = float(fisher.mean()), max(float(fisher.std(ddof=1)), 1e-6)
     n = len(fisher)
     t = (value - mean) / (std * np.sqrt(1 + 1 / n))
-    return (value - mean) / std, float(stats.t.sf(t, df=n - 1))
+    return (value - mean) / std, float(special.stdtr(n - 1, -t))
 
 
 def _holm(p_values: Sequence[float]) -> list[float]:
@@ -215,6 +221,143 @@ class _Grids:
             grams = condition_grams(fp.grams, fp.probe_basis) if self.conditioned else fp.grams
             self._prepared[fp.digest] = self.measure.prepare(grams)
         return self._prepared[fp.digest]
+
+
+# Grams prepared per group are stacked this many bytes at a time (float64), to bound the temporary copies.
+_PREPARE_CHUNK_BYTES = 8 << 20
+# Null grids are computed for this many source rows at a time: (rows x all registry rows) float64.
+_NULL_CHUNK_ROWS = 256
+
+
+class _Stack:
+    """Every fingerprint of one check, prepared once and stacked row by row (one row per stored block).
+
+    Grids of one fingerprint against many are then one matrix product, and the aligned scores of sources
+    against every entry with the same block depths are one masked reduction; this is what makes checking a
+    model against a registry of thousands of entries a few matrix products (issue 7). Prepared rows are
+    flattened symmetric m x m matrices, so each is stored as its upper triangle with the off-diagonal scaled
+    by sqrt(2): dot products are unchanged (up to float64 roundoff, ~1e-16) at half the work.
+    """
+
+    def __init__(self, fps: Sequence[Fingerprint], measure: Measure, *, conditioned: bool) -> None:
+        self.starts = np.cumsum([0, *(len(fp.layers) for fp in fps)])
+        self.depths = [relative_depths(fp.layers, fp.n_layers) for fp in fps]
+        self.rows = self._prepare(fps, measure, conditioned=conditioned)
+
+    def _prepare(self, fps: Sequence[Fingerprint], measure: Measure, *, conditioned: bool) -> NDArray[np.float64]:
+        """Packed prepared rows of every fingerprint; fingerprints sharing a probe basis are conditioned together."""
+        by_basis: dict[tuple[tuple[int, ...], bytes], list[int]] = {}
+        for index, fp in enumerate(fps):
+            key = (fp.probe_basis.shape, fp.probe_basis.tobytes()) if conditioned else ((), b"")
+            by_basis.setdefault(key, []).append(index)
+        m = fps[-1].n_probes
+        upper = np.triu_indices(m)
+        weights = np.where(upper[0] == upper[1], 1.0, np.sqrt(2.0))
+        rows = np.empty((int(self.starts[-1]), len(weights)), dtype=np.float64)
+        for members in by_basis.values():
+            basis = fps[members[0]].probe_basis
+            chunk: list[int] = []
+            chunk_bytes = 0
+            for position, index in enumerate(members):
+                chunk.append(index)
+                chunk_bytes += 2 * fps[index].grams.nbytes  # float32 -> float64
+                if chunk_bytes >= _PREPARE_CHUNK_BYTES or position == len(members) - 1:
+                    grams = np.concatenate([fps[i].grams for i in chunk])
+                    prepared = measure.prepare(condition_grams(grams, basis) if conditioned else grams)
+                    packed = prepared.reshape(-1, m, m)[:, upper[0], upper[1]] * weights
+                    if chunk[-1] - chunk[0] == len(chunk) - 1:  # consecutive entries: one copy
+                        rows[self.starts[chunk[0]] : self.starts[chunk[-1] + 1]] = packed
+                    else:
+                        offset = 0
+                        for i in chunk:
+                            size = len(fps[i].layers)
+                            rows[self.starts[i] : self.starts[i + 1]] = packed[offset : offset + size]
+                            offset += size
+                    chunk, chunk_bytes = [], 0
+        return rows
+
+    def block(self, index: int) -> NDArray[np.float64]:
+        """The packed prepared rows of fingerprint ``index``."""
+        return self.rows[self.starts[index] : self.starts[index + 1]]
+
+    def grids_against(self, index: int, others: Iterable[int]) -> dict[int, NDArray[np.float64]]:
+        """Grid of each of ``others`` (rows) against fingerprint ``index`` (columns), from one product."""
+        product = self.rows @ self.block(index).T
+        return {other: product[self.starts[other] : self.starts[other + 1]] for other in others}
+
+    def null_scores(
+        self, sources: Sequence[int], others: range, masks: Sequence[NDArray[np.bool_]]
+    ) -> list[NDArray[np.float64]]:
+        """For each source, its aligned scores against the ``others`` its mask keeps, in ``others``' order."""
+        groups = self._depth_groups(others)
+        everyone = self.rows[self.starts[others.start] : self.starts[others.stop]]
+        scores: dict[int, NDArray[np.float64]] = {}
+        by_depths: dict[bytes, list[int]] = {}
+        for position, source in enumerate(sources):
+            by_depths.setdefault(self.depths[source].tobytes(), []).append(position)
+        for positions in by_depths.values():
+            source_depths = self.depths[sources[positions[0]]]
+            n_rows = len(source_depths)
+            per_chunk = max(1, _NULL_CHUNK_ROWS // n_rows)
+            for first in range(0, len(positions), per_chunk):
+                chunk = positions[first : first + per_chunk]
+                source_rows = np.concatenate([self.block(sources[p]) for p in chunk])
+                grids = (source_rows @ everyone.T).reshape(len(chunk), n_rows, -1)
+                all_scores = np.empty((len(chunk), len(others)), dtype=np.float64)
+                for members, columns, depths in groups:
+                    # (sources, source blocks, entries, entry blocks) -> best entry block per source block,
+                    # then the mean over source blocks (contiguous last axis, as in aligned_score)
+                    cells = grids[:, :, columns].reshape(len(chunk), n_rows, len(members), len(depths))
+                    best = np.where(_near(source_depths, depths)[None, :, None, :], cells, -np.inf).max(axis=3)
+                    all_scores[:, members] = np.ascontiguousarray(best.transpose(0, 2, 1)).mean(axis=2)
+                for k, p in enumerate(chunk):
+                    scores[p] = all_scores[k][masks[p]]
+        return [scores[p] for p in range(len(sources))]
+
+    def _depth_groups(self, others: range) -> list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]]:
+        """Entries with the same block depths: (their positions in ``others``, their columns, the depths)."""
+        keyed: dict[bytes, list[int]] = {}
+        for position, index in enumerate(others):
+            keyed.setdefault(self.depths[index].tobytes(), []).append(position)
+        groups = []
+        base = int(self.starts[others.start])
+        for positions in keyed.values():
+            members = np.asarray(positions, dtype=np.intp)
+            first = others[positions[0]]
+            width = len(self.depths[first])
+            starts = self.starts[[others[p] for p in positions]] - base
+            columns = (starts[:, None] + np.arange(width)[None, :]).ravel()
+            groups.append((members, columns, self.depths[first]))
+        return groups
+
+
+def _near(source_depths: NDArray[np.floating], suspect_depths: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """Which (source block, suspect block) pairs ``aligned_score`` compares (rule 1 of the module docstring)."""
+    gaps = np.abs(source_depths[:, None] - suspect_depths[None, :])
+    near: NDArray[np.bool_] = (gaps <= ALIGN_WINDOW + 1e-9) | (gaps == gaps.min(axis=1, keepdims=True))
+    return near
+
+
+def _unrelated_masks(entries: Sequence[Fingerprint], sources: Sequence[int]) -> list[NDArray[np.bool_]]:
+    """For each source, which entries form its null: every other entry not related to it (``_related``)."""
+    declaring: dict[str, list[int]] = {}  # name -> entries that declare it in ``related``
+    for index, entry in enumerate(entries):
+        for name in entry.related:
+            declaring.setdefault(name, []).append(index)
+    by_name: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        by_name.setdefault(entry.name, []).append(index)
+    masks = []
+    for index in sources:
+        source = entries[index]
+        mask = np.ones(len(entries), dtype=bool)
+        mask[index] = False
+        mask[declaring.get(source.name, [])] = False
+        for name in source.related:
+            mask[by_name.get(name, [])] = False
+            mask[declaring.get(name, [])] = False
+        masks.append(mask)
+    return masks
 
 
 def check_compatible(suspect: Fingerprint, entry: Fingerprint) -> None:
@@ -288,20 +431,21 @@ def compare(
     """
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}", key="alpha")
-    grids = _Grids(measure_named(measure), conditioned=conditioned)
     # The suspect may itself be in the registry (a rerun on a registered model): never its own null.
     entries = [entry for entry in registry if entry.digest != fp.digest or entry.name != fp.name]
     for entry in entries:
         check_compatible(fp, entry)
-    sources = [entry for entry in entries if entry.role == "source"]
+    stack = _Stack([*entries, fp], measure_named(measure), conditioned=conditioned)
+    suspect = len(entries)
+    sources = [index for index, entry in enumerate(entries) if entry.role == "source"]
+    suspect_grids = stack.grids_against(suspect, range(len(entries)))
+    nulls = stack.null_scores(sources, range(len(entries)), _unrelated_masks(entries, sources))
     evidence: list[dict[str, Any]] = []
-    for source in sources:
-        null = np.array(
-            [grids.score(source, other) for other in entries if other is not source and not _related(source, other)]
-        )
-        grid = grids.grid(source, fp)
+    for index, null in zip(sources, nulls, strict=True):
+        source = entries[index]
+        grid = suspect_grids[index]
         best = np.unravel_index(int(np.argmax(grid)), grid.shape)
-        score = grids.score(source, fp)
+        score = aligned_score(grid, stack.depths[index], stack.depths[suspect])
         z, p = _prediction_p(score, null) if len(null) >= MIN_NULL else (None, None)
         evidence.append(
             {
@@ -316,20 +460,23 @@ def compare(
                 "null_mean": float(null.mean()) if len(null) else None,
             }
         )
+    sources_by_name = {entries[index].name: entries[index] for index in sources}
     tested = [item for item in evidence if item["p_value"] is not None]
     for item, adjusted in zip(tested, _holm([item["p_value"] for item in tested]), strict=True):
         item["p_adjusted"] = adjusted
+    ceiling = max((float(null.max()) for null in nulls if len(null)), default=None)
     matches = sorted(
-        (_source_match(item, fp, alpha) for item in evidence),
+        (_source_match(item, fp, alpha, ceiling) for item in evidence),
         key=lambda m: (m.p_adjusted if m.p_adjusted is not None else 2.0, -m.score),
     )
-    verdict, named, reason = _decide(matches, {s.name: s for s in sources}, alpha)
+    verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling)
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
         measure=measure,
         conditioned=conditioned,
         alpha=alpha,
+        null_ceiling=ceiling,
         verdict=verdict,
         sources=named,
         reason=reason,
@@ -337,12 +484,12 @@ def compare(
     )
 
 
-def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> SourceMatch:
+def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float, ceiling: float | None) -> SourceMatch:
     adjusted = item.get("p_adjusted")
     if adjusted is None:
         verdict = Verdict.INCONCLUSIVE
     elif adjusted < alpha:
-        verdict = Verdict.DERIVED
+        verdict = Verdict.DERIVED if ceiling is None or item["score"] > ceiling else Verdict.INCONCLUSIVE
     elif adjusted >= UNRELATED_P:
         verdict = Verdict.UNRELATED
     else:
@@ -366,7 +513,7 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> Source
 
 
 def _decide(
-    matches: Sequence[SourceMatch], sources: dict[str, Fingerprint], alpha: float
+    matches: Sequence[SourceMatch], sources: dict[str, Fingerprint], alpha: float, ceiling: float | None
 ) -> tuple[Verdict, tuple[str, ...], str]:
     """Overall verdict, the sources it names, and the reason, from per-source evidence (rule 4)."""
     hits = [m for m in matches if m.verdict is Verdict.DERIVED]
@@ -376,6 +523,10 @@ def _decide(
             return Verdict.INCONCLUSIVE, (), "the registry has no sources to check against"
         if unsure:
             names = ", ".join(m.source for m in unsure)
+            under = [m.source for m in unsure if m.p_adjusted is not None and m.p_adjusted < alpha]
+            if under:
+                why = f"{', '.join(under)} at p < {alpha} but not above the null ceiling {ceiling:.3f}"
+                return Verdict.INCONCLUSIVE, (), f"evidence the registry's nulls do not cover: {why}"
             return (
                 Verdict.INCONCLUSIVE,
                 (),

@@ -96,6 +96,27 @@ def test_declared_relatives_count_as_one_family() -> None:
     assert len(report.sources) == 1
 
 
+def kind_of_model(name: str, seed: int, common: np.ndarray, weight: float, role: str = "source") -> Fingerprint:
+    """A model whose view of the probes shares ``weight`` of ``common``: models of one kind share one common."""
+    rng = np.random.default_rng(seed)
+    u = weight * common + np.sqrt(1 - weight**2) * rng.standard_normal((M, K))
+    return synthetic_fingerprint(name, states_from(u, rng), role=role)
+
+
+def test_significant_but_under_the_null_ceiling_is_inconclusive() -> None:
+    # Two unrelated models of a kind the references do not cover (real LMs against a registry of toys): each
+    # is far out in the tail of the other's toy null, yet less alike than two toys are.
+    real = np.random.default_rng(8).standard_normal((M, K))
+    source, suspect = kind_of_model("real-a", 1, real, 0.6), kind_of_model("real-b", 2, real, 0.6)
+    toys = [kind_of_model(f"toy-{i}", 100 + i, SHARED, 0.85, role="reference") for i in range(6)]
+    report = compare(suspect, [source, kind_of_model("toy-source", 3, SHARED, 0.85), *toys])
+    match = next(m for m in report.matches if m.source == "real-a")
+    assert match.p_adjusted is not None and match.p_adjusted < 0.01
+    assert report.null_ceiling is not None and match.score < report.null_ceiling
+    assert match.verdict is Verdict.INCONCLUSIVE and report.verdict is Verdict.INCONCLUSIVE
+    assert "null ceiling" in report.reason
+
+
 def test_too_small_a_null_is_inconclusive() -> None:
     _, source = model("src", 1)
     report = compare(same_projection_derivative("suspect", 1, 3), [source, *references(MIN_NULL - 1)])
