@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+# Imported at collection, before any fixture edits the environment: huggingface_hub reads HF_HUB_OFFLINE,
+# HF_HOME and the token path once, at import (constants.py).
+import huggingface_hub
 import pytest
 
 from bot.reef.probes import ProbeSet, load_probes
 from tests import builders
+from tests.doubles.hub_server import HubServer
 
 REPO = Path(__file__).resolve().parents[1]
+# Tokens, endpoints and proxies that would point a test at the real services (any case, as curl reads them).
+LEAKY_VARIABLES = {"CI", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "REEFGUARD_WEBHOOK_SECRET",
+                   "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +26,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     import os
 
     for key in list(os.environ):
-        if key.startswith(("GITHUB_", "INPUT_")) or key in {"HF_TOKEN", "HF_ENDPOINT", "CI"}:
+        if key.startswith(("GITHUB_", "INPUT_")) or key.upper() in LEAKY_VARIABLES:
             monkeypatch.delenv(key)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("REEFGUARD_NO_PROGRESS", "1")
     # Reading the default registry fails (it does not exist); a test must name its registry.
     monkeypatch.setenv("REEFGUARD_REGISTRY", str(tmp_path / "no-default-registry"))
     yield
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    """The Hub double, started; aim the real huggingface_hub client at ``hub.url``."""
+    if huggingface_hub.is_offline_mode():
+        pytest.fail("HF_HUB_OFFLINE was set when huggingface_hub was imported; the Hub double cannot be reached")
+    with HubServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

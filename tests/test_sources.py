@@ -11,11 +11,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-# Imported at collection, before any fixture edits the environment: huggingface_hub reads HF_HUB_OFFLINE,
-# HF_HOME and the token path once, at import (constants.py).
 import huggingface_hub
 import numpy as np
 import pytest
@@ -30,30 +27,6 @@ OLD_SHA = "bada55" + "1" * 34
 TOKEN = "hf_" + "S3cretT0ken" * 3
 ROOT = Path(__file__).resolve().parents[1]  # `python -c` in a subprocess imports bot from its cwd
 FINGERPRINT_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"}
-
-
-@pytest.fixture(autouse=True)
-def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No token, endpoint or proxy leaks in; HF_HOME is tmp (but pass cache_dir: see the import note)."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for name in (
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_ENDPOINT",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
-@pytest.fixture
-def hub() -> Iterator[HubServer]:
-    if huggingface_hub.is_offline_mode():
-        pytest.fail("HF_HUB_OFFLINE was set when huggingface_hub was imported; the Hub double cannot be reached")
-    with HubServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -40,9 +40,11 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from tests.doubles.loopback import LoopbackServer
 
 _REPO = r"/repos/(?P<repo>[^/]+/[^/]+)"
 SECONDARY_RATE_LIMIT = (
@@ -95,7 +97,7 @@ def _sha(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()
 
 
-class GitHubServer:
+class GitHubServer(LoopbackServer):
     """Serves GitHub repositories from memory; ``with GitHubServer() as github:`` or ``start()`` / ``stop()``.
 
     Args:
@@ -103,6 +105,7 @@ class GitHubServer:
     """
 
     def __init__(self, *, page_size: int = 100) -> None:
+        super().__init__()
         self.page_size = page_size
         self._repos: dict[str, _Repo] = {}
         self._failures: list[_Failure] = []
@@ -112,7 +115,6 @@ class GitHubServer:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._ids = itertools.count(1001)
-        self._httpd: ThreadingHTTPServer | None = None
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Reply]]] = [
             ("GET", re.compile(rf"{_REPO}"), self._get_repo),
             ("GET", re.compile(rf"{_REPO}/issues"), self._list_issues),
@@ -195,12 +197,6 @@ class GitHubServer:
     # Reading back
 
     @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("GitHubServer is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
@@ -229,23 +225,8 @@ class GitHubServer:
 
     # Serving
 
-    def start(self) -> GitHubServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"github": self}))
-        poll = {"poll_interval": 0.05}
-        threading.Thread(target=self._httpd.serve_forever, kwargs=poll, name="github-double", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> GitHubServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def request_handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
         headers = {name.lower(): value for name, value in headers.items()}
@@ -523,7 +504,7 @@ def _not_found() -> Reply:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    github: GitHubServer
+    double: GitHubServer
 
     def do_GET(self) -> None:
         self._answer()
@@ -540,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        reply = self.github.handle(self.command, self.path, dict(self.headers.items()), raw)
+        reply = self.double.handle(self.command, self.path, dict(self.headers.items()), raw)
         data = b"" if reply.payload is None else json.dumps(reply.payload).encode()
         self.send_response(reply.status)
         for name, value in reply.headers.items():

@@ -49,12 +49,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
+
+from tests.doubles.loopback import LoopbackServer
 
 # Suffixes the Hub's default .gitattributes stores in Git LFS (the ones model repos use).
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".onnx", ".msgpack")
@@ -142,17 +144,17 @@ def _ranged(data: bytes, range_header: str | None, headers: dict[str, str]) -> R
     return Reply(206, {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start : end + 1])
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """Serves model repos from local folders; use `with HubServer() as hub:` or `start()` / `stop()`."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._repos: dict[str, _Repo] = {}
         self._blobs: dict[str, bytes] = {}  # sha256 -> LFS body, filled as /resolve hands out CDN links
         self._failures: list[list[Any]] = []  # [path_prefix, status, times_left, headers]
         self._requests: list[RecordedRequest] = []
         self._lock = threading.RLock()  # routes run under it and may take it again
         self._ids = itertools.count(1)
-        self._httpd: ThreadingHTTPServer | None = None
         # (methods, pattern for the still-quoted path, handler given the unquoted groups); add routes here.
         self._users: dict[str, dict[str, Any]] = {}  # token -> whoami answer
         self._hooks: list[list[Any]] = []  # [path_prefix, callback, times_left]
@@ -258,34 +260,12 @@ class HubServer:
             self._failures.append([path_prefix, status, times, dict(headers or {})])
 
     @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("HubServer is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
 
-    def start(self) -> HubServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self}))
-        # A short poll keeps stop() fast: shutdown() waits for the loop's next poll (0.5 s by default).
-        poll = {"poll_interval": 0.05}
-        threading.Thread(target=self._httpd.serve_forever, kwargs=poll, name="hub-double", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def request_handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> Reply:
         """Record the request, answer from an injected failure or the route table, stamp an X-Request-Id."""
@@ -627,7 +607,7 @@ def _model_tree_tags(card: dict[str, Any] | None) -> list[str]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    hub: HubServer
+    double: HubServer
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
@@ -641,7 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, *, send_body: bool) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        reply = self.hub.handle(self.command, self.path, dict(self.headers.items()), body)
+        reply = self.double.handle(self.command, self.path, dict(self.headers.items()), body)
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

@@ -9,13 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# Imported at collection, before any fixture edits the environment: huggingface_hub reads HF_HUB_OFFLINE and
-# HF_ENDPOINT once, at import (see tests/test_sources.py). The code under test gets the endpoint explicitly.
-import huggingface_hub
 import pytest
 import yaml
 
@@ -32,23 +28,12 @@ BOT_TOKEN = "hf_" + "B0tT0ken" * 4
 OWNER_TOKEN = "hf_" + "0wnerT0ken" * 3
 
 
-@pytest.fixture(autouse=True)
-def hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No token, endpoint, webhook secret or proxy leaks in."""
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "REEFGUARD_WEBHOOK_SECRET", "HTTP_PROXY",
-                 "HTTPS_PROXY", "ALL_PROXY"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 @pytest.fixture
-def hub() -> Iterator[HubServer]:
-    if huggingface_hub.is_offline_mode():
-        pytest.fail("HF_HUB_OFFLINE was set when huggingface_hub was imported; the Hub double cannot be reached")
-    with HubServer() as server:
-        server.add_user(BOT_TOKEN, "reefbot", orgs=("reefguard-org",))
-        server.add_user(OWNER_TOKEN, "alice")
-        yield server
+def hub(hub: HubServer) -> HubServer:
+    """The Hub double (tests/conftest.py) with the bot's and a repo owner's accounts."""
+    hub.add_user(BOT_TOKEN, "reefbot", orgs=("reefguard-org",))
+    hub.add_user(OWNER_TOKEN, "alice")
+    return hub
 
 
 @pytest.fixture(scope="session")
