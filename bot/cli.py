@@ -20,6 +20,7 @@ from bot import _output
 from bot.errors import ConfigError, ReefguardError
 from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
+from bot.reef.loading import DTYPES, EXTRACTION_MODES
 from bot.trap2 import commands as trap2_commands
 
 if TYPE_CHECKING:
@@ -146,13 +147,13 @@ def _verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> N
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probes", default="default", help="'default' or a .txt/.jsonl/.csv probe file")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--base", help="base model of a PEFT adapter (default: the adapter config's)")
     parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
     parser.add_argument(
         "--extraction",
         default="auto",
-        choices=("auto", "stream", "full"),
+        choices=EXTRACTION_MODES,
         help="run the model one block at a time (stream) or whole (full); auto streams a safetensors model "
         "that would not fit comfortably in memory (default auto)",
     )

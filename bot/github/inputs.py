@@ -15,11 +15,10 @@ from pathlib import Path
 
 from bot.errors import ConfigError
 from bot.exit_codes import FAIL_ON
+from bot.reef.loading import DTYPES
 
-# A mirror of bot/reef/loading.py DTYPES (which imports torch), checked by a test.
 # "fail-on-detection" reads naturally as a boolean too.
 FAIL_ON_ALIASES = {"true": "derived", "false": "never"}
-DTYPES = ("float32", "bfloat16", "float16")
 # actions/toolkit getBooleanInput accepts exactly these (the YAML 1.2 core schema booleans).
 _TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)

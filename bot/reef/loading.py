@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
+# How a model is run for extraction (bot.reef.streaming.load_for_extraction chooses with it).
+EXTRACTION_MODES = ("auto", "stream", "full")
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 # transformers' tokenizer and config files: copied beside converted .bin weights, downloaded beside Hub weights.
 SIDE_FILES = (

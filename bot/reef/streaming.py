@@ -38,6 +38,7 @@ from bot.errors import ConfigError, ModelLoadError
 from bot.progress import progress_bar
 from bot.reef.extraction import ProbeBatch, StopForward, transformer_blocks
 from bot.reef.loading import (
+    EXTRACTION_MODES,
     LoadedModel,
     check_safetensors,
     load_model,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXTRACTION_MODES = ("auto", "stream", "full")
 # Architectures whose streamed states are tested equal to the whole model's (tests/reef/test_streaming.py).
 STREAMABLE_MODEL_TYPES = ("gemma3_text", "gpt2", "llama", "qwen2")
 # Stream when the whole model in its compute dtype would take more than this share of available memory:

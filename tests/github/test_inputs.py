@@ -7,10 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.cli import build_parser
 from bot.errors import ConfigError
-from bot.github.inputs import DEFAULTS, DTYPES, input_variable, parse_size, read_inputs
-from bot.reef.loading import DTYPES as LOADING_DTYPES
+from bot.github.inputs import DEFAULTS, input_variable, parse_size, read_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,13 +44,6 @@ def test_bad_size() -> None:
     with pytest.raises(ConfigError, match="'12 parsecs' is not a size") as caught:
         parse_size("12 parsecs")
     assert caught.value.key == "max-model-size"
-
-
-def test_dtypes_mirror_the_loader() -> None:
-    assert DTYPES == LOADING_DTYPES
-    check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
-    dtype = next(a for a in check._actions if a.dest == "dtype")
-    assert tuple(dtype.choices) == DTYPES
 
 
 def test_defaults_match_action_yml() -> None:
