@@ -1,0 +1,268 @@
+"""Lineage benchmark (issue 3): `.venv/bin/python bench/lineage.py`.
+
+Builds the lineage zoo (bench/zoo.py; kept in .cache/zoo/ between runs), fingerprints every member once with
+the public API (``bot.engine.fingerprint``, as ``reefguard fingerprint`` does), registers the sources and the
+references in a fresh registry, reads it back, and checks every other member against it with
+``bot.reef.verdict.compare`` (what ``reefguard check`` runs after fingerprinting). Each case is checked twice:
+as reefguard does (weights and representations) and with the anchor rows removed from every fingerprint,
+which leaves REEF's representation evidence alone.
+
+Prints one line per case and, over all (case, source) pairs (positive when the source is one of the case's
+true sources), ROC AUC and TPR at FPR ≤ 1% for three p-values: REEF's, the weights', and the fused one that
+decides. A missing p-value (no weight evidence between different tokenizers, a null too small) counts as 1.
+Distilled students are reported apart and left out of every rate. Results go to bench/results/lineage.json and
+bench/results/lineage.md (the table the README includes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.zoo import Member, build_zoo  # noqa: E402
+from bot import _output  # noqa: E402
+from bot.engine import fingerprint  # noqa: E402
+from bot.reef.fingerprint import Fingerprint  # noqa: E402
+from bot.reef.verdict import compare  # noqa: E402
+from bot.registry import Registry  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+MAX_FPR = 0.01
+SIGNALS = {"REEF": "p_reef", "weights": "p_weights", "fused": "p_fused"}
+FOUND = ("derived", "merged")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One suspect checked against the registry: the fused report and the REEF-only one, as JSON dicts."""
+
+    member: Member
+    report: dict[str, Any]
+    reef_report: dict[str, Any]
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        return tuple(self.report["sources"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The case for lineage.json: what it is, the fused report without its CKA grids, the REEF-only verdict."""
+        matches = [{key: value for key, value in m.items() if key != "grid"} for m in self.report["matches"]]
+        return {
+            "name": self.member.name,
+            "kind": self.member.kind,
+            "how": self.member.how,
+            "true_sources": list(self.member.sources),
+            "report": {**self.report, "matches": matches},
+            "reef_only_verdict": self.reef_report["verdict"],
+        }
+
+    def correct(self, report: dict[str, Any]) -> bool:
+        """Whether a report gets this case right: the true sources exactly, or no finding for a negative."""
+        if self.member.kind == "positive":
+            return report["verdict"] in FOUND and set(report["sources"]) == set(self.member.sources)
+        return report["verdict"] not in FOUND
+
+
+def pair_p_values(match: dict[str, Any]) -> dict[str, float | None]:
+    """REEF's, the weights' and the fused p-value of one (suspect, source) match."""
+    weights = match.get("weights") or {}
+    return {"p_reef": match.get("p_value"), "p_weights": weights.get("p_value"), "p_fused": match.get("p_fused")}
+
+
+def without_weights(fp: Fingerprint) -> Fingerprint:
+    """The fingerprint with no anchor rows, so that only the representations decide (rule 5 of verdict.py)."""
+    return replace(fp, anchors=None) if "anchors" in {f.name for f in fields(fp)} else fp
+
+
+def fingerprint_zoo(members: Sequence[Member], registry_dir: Path) -> tuple[list[Fingerprint], dict[str, Fingerprint]]:
+    """Fingerprint every member once; register sources and references; return the registry read back and the
+    suspects' fingerprints by name."""
+    registry = Registry(registry_dir)
+    suspects = {}
+    for member in members:
+        started = time.perf_counter()
+        registered = member.kind in ("source", "reference")
+        fp = fingerprint(str(member.path), name=member.name, role=member.kind if registered else "source")
+        if registered:
+            registry.add(fp, replace=True)
+        else:
+            suspects[member.name] = fp
+        _output.error(f"  fingerprinted {member.name} in {time.perf_counter() - started:.1f} s")
+    return list(registry), suspects
+
+
+def check_all(members: Sequence[Member], entries: list[Fingerprint], suspects: dict[str, Fingerprint]) -> list[Case]:
+    reef_entries = [without_weights(entry) for entry in entries]
+    return [
+        Case(
+            member,
+            compare(suspects[member.name], entries).to_dict(),
+            compare(without_weights(suspects[member.name]), reef_entries).to_dict(),
+        )
+        for member in members
+        if member.name in suspects
+    ]
+
+
+def rates(cases: Sequence[Case]) -> dict[str, dict[str, float]]:
+    """ROC AUC and TPR at FPR ≤ 1% of each signal over (case, source) pairs; distilled students left out."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels, values = [], {key: [] for key in SIGNALS.values()}
+    for case in cases:
+        if case.member.kind == "distilled":
+            continue
+        for match in case.report["matches"]:
+            labels.append(match["source"] in case.member.sources)
+            for key, p in pair_p_values(match).items():
+                values[key].append(-math.log10(max(p if p is not None else 1.0, 1e-300)))
+    result = {}
+    for signal, key in SIGNALS.items():
+        fpr, tpr, _ = roc_curve(labels, values[key])
+        result[signal] = {
+            "roc_auc": float(roc_auc_score(labels, values[key])),
+            "tpr_at_fpr_1pct": float(tpr[fpr <= MAX_FPR].max()),
+            "positive_pairs": int(np.sum(labels)),
+            "negative_pairs": len(labels) - int(np.sum(labels)),
+        }
+    return result
+
+
+def outcome_counts(cases: Sequence[Case]) -> dict[str, dict[str, Any]]:
+    """Verdict-level results, fused and REEF alone: positives found with exactly their sources, negatives
+    wrongly called derived or merged."""
+    positives = [c for c in cases if c.member.kind == "positive"]
+    negatives = [c for c in cases if c.member.kind == "negative"]
+    counts = {}
+    for label, pick in (("fused", lambda c: c.report), ("REEF alone", lambda c: c.reef_report)):
+        missed = [c.member.name for c in positives if not c.correct(pick(c))]
+        accused = [c.member.name for c in negatives if not c.correct(pick(c))]
+        counts[label] = {
+            "positives_correct": len(positives) - len(missed),
+            "positives": len(positives),
+            "missed_or_wrong_source": missed,
+            "false_findings_on_negatives": len(accused),
+            "negatives": len(negatives),
+            "accused": accused,
+        }
+    return counts
+
+
+def shown_match(case: Case) -> dict[str, Any]:
+    """The match a table row shows: the (first) true source's, else the most significant one."""
+    matches = case.report["matches"]
+    return next((m for m in matches if m["source"] in case.member.sources), matches[0] if matches else {})
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1e}"
+
+
+def case_rows(cases: Sequence[Case]) -> list[list[str]]:
+    rows = []
+    for case in cases:
+        match = shown_match(case)
+        p = pair_p_values(match)
+        score = match.get("score")
+        rows.append([
+            case.member.name, case.member.kind, ", ".join(case.member.sources) or "–",
+            case.report["verdict"], ", ".join(case.named) or "–", case.reef_report["verdict"],
+            match.get("source", "–"), "–" if score is None else f"{score:.3f}",
+            _p(p["p_reef"]), _p(p["p_weights"]), _p(p["p_fused"]), str(match.get("evidence", "–")),
+        ])  # fmt: skip
+    return rows
+
+
+HEADER = ["case", "kind", "true source(s)", "verdict", "named", "REEF-only verdict", "row's source", "REEF score",
+          "REEF p", "weight p", "fused p", "evidence"]  # fmt: skip
+
+
+def markdown(cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> str:
+    lines = ["| signal | ROC AUC | TPR at FPR ≤ 1% |", "|---|---|---|"]
+    lines += [f"| {name} | {m['roc_auc']:.3f} | {m['tpr_at_fpr_1pct']:.3f} |" for name, m in metrics.items()]
+    any_rate = next(iter(metrics.values()))
+    lines += ["", f"Over {any_rate['positive_pairs']} positive and {any_rate['negative_pairs']} negative "
+              "(case, source) pairs; distilled students left out.", "",
+              "| verdicts | positives with exactly their source(s) | false derived/merged on negatives |",
+              "|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {label} | {c['positives_correct']}/{c['positives']} | {c['false_findings_on_negatives']}/{c['negatives']} |"
+        for label, c in counts.items()
+    ]
+    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in case_rows(cases)]
+    lines += ["", f"Zoo build {timings['zoo_s']:.0f} s (0 when cached), fingerprinting and checks "
+              f"{timings['bench_s']:.0f} s, on 2 shared CPU cores."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> list[str]:
+    lines = [f"{name:8s} ROC AUC {m['roc_auc']:.3f}   TPR at FPR ≤ 1%: {m['tpr_at_fpr_1pct']:.3f}"
+             for name, m in metrics.items()]  # fmt: skip
+    for label, c in counts.items():
+        missed, accused = ", ".join(c["missed_or_wrong_source"]) or "none", ", ".join(c["accused"]) or "none"
+        lines.append(f"{label}: positives with exactly their source(s) {c['positives_correct']}/{c['positives']}"
+                     f" (not: {missed}); false derived/merged on negatives"
+                     f" {c['false_findings_on_negatives']}/{c['negatives']} ({accused})")  # fmt: skip
+    lines.append(f"zoo build {timings['zoo_s']:.0f} s, bench {timings['bench_s']:.0f} s")
+    return lines
+
+
+def write_results(
+    folder: Path, cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]
+) -> None:
+    """lineage.json (every report, grids left out) and lineage.md (the tables) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": ".venv/bin/python bench/lineage.py",
+        "timings_s": {key: round(value, 1) for key, value in timings.items()},
+        "rates": metrics,
+        "verdicts": counts,
+        "cases": [case.to_dict() for case in cases],
+    }
+    (folder / "lineage.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    (folder / "lineage.md").write_text(markdown(cases, metrics, counts, timings), encoding="utf-8")
+
+
+def plain_table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [HEADER, *rows]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, help="keep the registry in this folder (default: a temp folder)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where lineage.json and lineage.md go")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    members = build_zoo()
+    timings = {"zoo_s": time.perf_counter() - started}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        entries, suspects = fingerprint_zoo(members, args.registry or Path(scratch) / "registry")
+    cases = check_all(members, entries, suspects)
+    timings["bench_s"] = time.perf_counter() - started
+    metrics, counts = rates(cases), outcome_counts(cases)
+    _output.write(plain_table(case_rows(cases)))
+    _output.write("\n".join(summary_lines(metrics, counts, timings)))
+    write_results(args.results, cases, metrics, counts, timings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
