@@ -7,6 +7,11 @@ Layout, one folder per entry::
         meta.yaml          metadata (Fingerprint.to_dict(), sorted keys, schema_version)
         grams.safetensors  "grams": (layers, m(m+1)/2) float16 upper triangles of the centred Grams;
                            "probe_basis": (m, r) float16, the probes' surface basis (see bot.reef.probes)
+        anchors.json       {"tokens": [...]}: the anchor tokens, as the model's tokenizer spells them
+        anchors.safetensors  "rows": (tokens, hidden) float16 input-embedding rows (see bot.reef.weights)
+
+The two anchor files are absent from entries made before weight evidence existed; such entries are checked
+by their representations alone.
 
 Entries are found by name or by the sha256 of any of their weight files (the Git LFS oid / the Hub's
 ``lfs.sha256``). Every write goes to a temporary folder beside the entry and is renamed into place, so a crash
@@ -15,6 +20,7 @@ never leaves half an entry, and a failed fingerprint run writes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,9 +33,12 @@ import yaml
 
 from bot.errors import ConfigError, RegistryError
 from bot.reef.fingerprint import Fingerprint, pack_grams, unpack_grams
+from bot.reef.weights import Anchors
 
 META_FILE = "meta.yaml"
 GRAMS_FILE = "grams.safetensors"
+ANCHOR_TOKENS_FILE = "anchors.json"
+ANCHOR_ROWS_FILE = "anchors.safetensors"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
 
@@ -142,6 +151,10 @@ class Registry:
             {"grams": pack_grams(fingerprint.grams), "probe_basis": fingerprint.probe_basis.astype(np.float16)},
             str(folder / GRAMS_FILE),
         )
+        if fingerprint.anchors is not None:
+            save_file({"rows": fingerprint.anchors.rows.astype(np.float16)}, str(folder / ANCHOR_ROWS_FILE))
+            tokens = json.dumps({"tokens": fingerprint.anchors.tokens}, ensure_ascii=False, indent=0)
+            (folder / ANCHOR_TOKENS_FILE).write_text(tokens + "\n", encoding="utf-8")
         text = yaml.safe_dump(fingerprint.to_dict(), sort_keys=True, allow_unicode=True, default_flow_style=False)
         (folder / META_FILE).write_text(text, encoding="utf-8")
 
@@ -155,13 +168,32 @@ class Registry:
             meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
             arrays = load_file(str(folder / GRAMS_FILE))
             packed, basis = arrays["grams"], arrays["probe_basis"]
-        except (OSError, yaml.YAMLError, SafetensorError, KeyError) as e:
+            anchors = _read_anchors(folder)
+        except (OSError, yaml.YAMLError, SafetensorError, KeyError, ValueError, TypeError) as e:
             raise RegistryError(f"{folder}: unreadable registry entry ({e})", path=folder) from e
         if not isinstance(meta, dict) or not isinstance(meta.get("n_probes"), int):
             raise RegistryError(f"{meta_path}: not a fingerprint metadata mapping", path=meta_path)
         try:
-            return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]), basis)
+            return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]), basis, anchors)
         except RegistryError as e:
             raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
         except (TypeError, ValueError) as e:
             raise RegistryError(f"{meta_path}: malformed metadata ({e})", path=meta_path) from e
+
+
+def _read_anchors(folder: Path) -> Anchors | None:
+    """An entry's anchor tokens and rows, or None when it has none (made before weight evidence).
+
+    Raises:
+        OSError, SafetensorError, KeyError, ValueError, TypeError: one of the two files is missing or malformed.
+    """
+    from safetensors.numpy import load_file
+
+    if not (folder / ANCHOR_TOKENS_FILE).exists() and not (folder / ANCHOR_ROWS_FILE).exists():
+        return None
+    tokens = json.loads((folder / ANCHOR_TOKENS_FILE).read_text(encoding="utf-8"))["tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+        raise ValueError(f"{ANCHOR_TOKENS_FILE} holds no list of token strings")
+    rows = load_file(str(folder / ANCHOR_ROWS_FILE))["rows"].astype(np.float32)
+    rows.setflags(write=False)
+    return Anchors(tuple(tokens), rows)

@@ -36,7 +36,9 @@ REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
 _MISSING = "-"
 _MAX_TICKS = 24
-_TABLE_HEADER = ("source", "score", "best pair", "z", "p", "adj. p", "n_null", "verdict")
+_TABLE_HEADER = (
+    "source", "score", "best pair", "z", "p", "weights", "weights p", "evidence", "adj. p", "n_null", "verdict",
+)  # fmt: skip
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # Mermaid entity codes: '#' first, so the codes added for the other characters are not escaped again.
 _MERMAID_ESCAPES = (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("`", "#96;"))
@@ -118,6 +120,9 @@ def _match_cells(match: SourceMatch) -> list[str]:
         _format_pair(match.best_pair),
         _format_number(match.z, decimals=1),
         _format_p(match.p_value),
+        "-" if match.weights is None else _format_number(match.weights.score, decimals=3),
+        "-" if match.weights is None else _format_p(match.weights.p_value),
+        str(match.evidence),
         _format_p(match.p_adjusted),
         str(match.n_null),
         str(match.verdict),
@@ -278,7 +283,19 @@ def _how_to_read(report: Report) -> str:
         "unrelated model scores this high; **adj. p** is Holm-adjusted over the sources checked. A source "
         f"matches at adj. p < {report.alpha}, is unrelated at adj. p ≥ {UNRELATED_P}, and is inconclusive "
         f"between the two or with fewer than {MIN_NULL} entries in its null. **Best pair** is the "
-        "(source block, suspect block) of the highest cell in the layer-by-layer grid."
+        "(source block, suspect block) of the highest cell in the layer-by-layer grid. **Weights** is the "
+        "mean correlation of the two models' input-embedding units over shared tokens, after pairing the units "
+        "one to one (so permuted or rescaled copies still score 1.0); where it can be measured it decides "
+        "the source (**evidence**), with its p-value against the same unrelated entries: representations "
+        "alone do not tell a fine-tune from an independent model trained on the same data."
+    )
+
+
+def _merge_line(report: Report) -> str:
+    """The named sources' shares of the suspect's embedding rows, in one sentence."""
+    shares = ", ".join(f"{_code(name)} {share:.2f}" for name, share in report.merge_coefficients.items())
+    return (
+        f"**Shares of the suspect's embedding rows** (non-negative least squares, R² {report.merge_fit:.3f}): {shares}."
     )
 
 
@@ -312,6 +329,7 @@ def render_markdown(report: Report, *, heatmaps: Mapping[str, str] | None = None
         f"with {_code(report.measure)} CKA at alpha {report.alpha}.",
         "### Evidence",
         "\n".join(table) if report.matches else "_The registry had no sources to check against._",
+        *([_merge_line(report)] if report.merge_coefficients else []),
         "### How to read this",
         _how_to_read(report),
         "### Lineage",

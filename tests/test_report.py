@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.reef.verdict import Report, SourceMatch, Verdict
-from bot.report import render_json, render_markdown, render_table, verdict_line, write_heatmap, write_report
+from bot.reef.verdict import Evidence, Report, SourceMatch, Verdict
+from bot.report import (
+    _TABLE_HEADER,
+    render_json,
+    render_markdown,
+    render_table,
+    verdict_line,
+    write_heatmap,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SUSPECT = "suspect-7b"
@@ -36,9 +44,12 @@ def make_match(
         best_pair_score=score,
         z=None if p_adjusted is None else 6.2,
         p_value=None if p_adjusted is None else p_adjusted / 2,
-        p_adjusted=p_adjusted,
         n_null=2 if p_adjusted is None else 5,
         null_mean=None if p_adjusted is None else 0.41,
+        weights=None,
+        evidence=Evidence.REPRESENTATIONS,
+        p_fused=None if p_adjusted is None else p_adjusted / 2,
+        p_adjusted=p_adjusted,
         verdict=verdict,
         source_layers=tuple(range(n_layers)),
         suspect_layers=tuple(range(n_layers)),
@@ -54,8 +65,11 @@ def make_report(verdict: Verdict, sources: tuple[str, ...], reason: str, *matche
         conditioned=True,
         alpha=0.01,
         null_ceiling=0.52,
+        weight_ceiling=None,
         verdict=verdict,
         sources=sources,
+        merge_coefficients={},
+        merge_fit=None,
         reason=reason,
         matches=matches,
     )
@@ -233,7 +247,7 @@ def test_markdown_escapes_awkward_names_for_mermaid_and_tables() -> None:
     assert label.startswith('"') and label.endswith('"') and '"' not in label[1:-1]
     assert "<" not in label and "`" not in label and "#quot;" in label
     row = next(line for line in markdown.splitlines() if "0.900" in line and line.startswith("|"))
-    assert len(re.findall(r"(?<!\\)\|", row)) == 9  # 8 cells: the pipe in the name is escaped
+    assert len(re.findall(r"(?<!\\)\|", row)) == len(_TABLE_HEADER) + 1  # the pipe in the name is escaped
 
 
 def test_markdown_links_heatmaps(derived: Report) -> None:

@@ -3,14 +3,17 @@
 A fingerprint stores, for each kept block, the m×m centred Gram of the z-scored m×d states (unit Frobenius
 norm), not the states themselves: every CKA variant needs only the Gram, it does not grow with the model's
 width, and it hides the activations. Grams are symmetric, so the file keeps the upper triangle in float16
-(error in CKA below 1e-4). A 10 MB budget decides how many blocks are kept: all of them when they fit
-(0.37 MB a block with the 610 default probes: up to 26 blocks), otherwise evenly spaced blocks from first
-to last, so a 32-block 7B model keeps 26; the choice is recorded in ``layer_selection``.
+(error in CKA below 1e-4). Beside them sit the input-embedding rows of the anchor tokens, the weight-level
+evidence of ``bot.reef.weights`` (at most 2 MB). The rest of a 10 MB budget decides how many blocks are kept:
+all of them when they fit (0.37 MB a block with the 610 default probes: up to 20 blocks), otherwise evenly
+spaced blocks from first to last, so a 32-block 7B model keeps 20; the choice is recorded in
+``layer_selection``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,13 +27,14 @@ from bot.reef.cka import centered_gram
 from bot.reef.extraction import extract_states
 from bot.reef.loading import LoadedModel
 from bot.reef.probes import ProbeSet, surface_basis
+from bot.reef.weights import ANCHOR_BYTES, Anchors, anchors_of
 
 SCHEMA_VERSION = 1
 MAX_FINGERPRINT_BYTES = 10_000_000
 STORAGE_DTYPE = "float16"
 ROLES = ("source", "reference")
 TOOL_VERSION = "0.1.0"
-_ARRAYS = ("grams", "probe_basis")
+_ARRAYS = ("grams", "probe_basis", "anchors")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,8 @@ class Fingerprint:
         grams: ``(len(layers), n_probes, n_probes)`` float32, read-only.
         probe_basis: ``(n_probes, r)`` orthonormal basis of the probes' surface features
             (``bot.reef.probes.surface_basis``), projected out of the Grams by conditioned comparisons.
+        anchors: the input-embedding rows of the anchor tokens (``bot.reef.weights``); None for fingerprints
+            made before weight evidence existed.
         digest: sha256 of the stored arrays and the probe hash; equal digests mean equal fingerprints.
     """
 
@@ -84,6 +90,7 @@ class Fingerprint:
     created: str
     grams: NDArray[np.float32] = field(compare=False, repr=False)
     probe_basis: NDArray[np.float32] = field(compare=False, repr=False)
+    anchors: Anchors | None = field(default=None, compare=False, repr=False)
     digest: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,7 +103,11 @@ class Fingerprint:
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], grams: NDArray[np.floating], probe_basis: NDArray[np.floating]
+        cls,
+        data: Mapping[str, Any],
+        grams: NDArray[np.floating],
+        probe_basis: NDArray[np.floating],
+        anchors: Anchors | None = None,
     ) -> Fingerprint:
         """Rebuild a fingerprint from ``to_dict()`` output and its arrays.
 
@@ -125,13 +136,13 @@ class Fingerprint:
             raise RegistryError(f"fingerprint {values['name']!r}: Gram stack has shape {stack.shape}")
         if basis.ndim != 2 or basis.shape[0] != values["n_probes"]:
             raise RegistryError(f"fingerprint {values['name']!r}: probe basis has shape {basis.shape}")
-        if fingerprint_digest(stack, basis, str(values["probe_sha256"])) != values["digest"]:
+        if fingerprint_digest(stack, basis, str(values["probe_sha256"]), anchors) != values["digest"]:
             raise RegistryError(f"fingerprint {values['name']!r}: arrays do not match the recorded digest")
-        return cls(grams=stack, probe_basis=basis, **values)
+        return cls(grams=stack, probe_basis=basis, anchors=anchors, **values)
 
 
 def select_layers(
-    n_layers: int, n_probes: int, *, max_bytes: int = MAX_FINGERPRINT_BYTES
+    n_layers: int, n_probes: int, *, max_bytes: int = MAX_FINGERPRINT_BYTES - ANCHOR_BYTES
 ) -> tuple[tuple[int, ...], str]:
     """Which blocks to keep so the stored fingerprint stays within ``max_bytes``.
 
@@ -143,7 +154,7 @@ def select_layers(
         ((0, 1, 2, 3), 'all 4 blocks')
         >>> layers, how = select_layers(80, 610)
         >>> len(layers), layers[0], layers[-1], how
-        (26, 0, 79, '26 of 80 blocks, evenly spaced (10 MB budget)')
+        (20, 0, 79, '20 of 80 blocks, evenly spaced (10 MB budget)')
     """
     itemsize = np.dtype(STORAGE_DTYPE).itemsize
     per_layer = n_probes * (n_probes + 1) // 2 * itemsize
@@ -170,11 +181,16 @@ def unpack_grams(packed: NDArray[np.floating], n_probes: int) -> NDArray[np.floa
     return grams
 
 
-def fingerprint_digest(grams: NDArray[np.floating], probe_basis: NDArray[np.floating], probe_sha256: str) -> str:
-    """sha256 over the stored (float16) Grams and probe basis, and the probe hash."""
+def fingerprint_digest(
+    grams: NDArray[np.floating], probe_basis: NDArray[np.floating], probe_sha256: str, anchors: Anchors | None = None
+) -> str:
+    """sha256 over the stored (float16) Grams, probe basis and anchor rows and tokens, and the probe hash."""
     digest = hashlib.sha256(probe_sha256.encode("ascii"))
     digest.update(pack_grams(grams).tobytes())
     digest.update(np.ascontiguousarray(probe_basis, dtype=np.float16).tobytes())
+    if anchors is not None:
+        digest.update(json.dumps(anchors.tokens, ensure_ascii=False).encode("utf-8"))
+        digest.update(np.ascontiguousarray(anchors.rows, dtype=np.float16).tobytes())
     return digest.hexdigest()
 
 
@@ -226,6 +242,7 @@ def fingerprint_model(
     stack = np.stack([centered_gram(layer_states, standardize=standardize) for layer_states in states])
     grams = _read_only(unpack_grams(pack_grams(stack), len(probes)))
     basis = _read_only(surface_basis(probes.texts).astype(np.float16).astype(np.float32))
+    anchors = anchors_of(loaded, probes.texts)
     return Fingerprint(
         name=name,
         model=model,
@@ -247,5 +264,6 @@ def fingerprint_model(
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         grams=grams,
         probe_basis=basis,
-        digest=fingerprint_digest(grams, basis, probes.sha256),
+        anchors=anchors,
+        digest=fingerprint_digest(grams, basis, probes.sha256, anchors),
     )

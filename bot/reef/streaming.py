@@ -334,6 +334,11 @@ class StreamedModel:
             del block
         return captured
 
+    def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the input embedding, as stored (read through a memory map, nothing else loaded)."""
+        skeleton = self._skeleton(torch_dtype(self.dtype))
+        return self._rows(f"{self._prefix(skeleton)}{_embedding_name(skeleton)}.weight", ids)
+
     def _skeleton(self, compute: torch.dtype) -> Any:
         """The bare model (no head) with parameters on the meta device and real buffers."""
         import transformers
@@ -377,7 +382,7 @@ class StreamedModel:
         import torch
 
         embedding = skeleton.get_input_embeddings()
-        embedding_name = next(name for name, module in skeleton.named_modules() if module is embedding)
+        embedding_name = _embedding_name(skeleton)
         state: dict[str, torch.Tensor] = {}
         handles: dict[Path, Any] = {}
         try:
@@ -425,6 +430,12 @@ class StreamedModel:
             handles.clear()  # closes the memory maps, so the block's file pages leave this process
         meta_block.load_state_dict(state, strict=True, assign=True)
         return meta_block.eval()
+
+
+def _embedding_name(skeleton: Any) -> str:
+    """The module name of the skeleton's input embedding (``embed_tokens``, ``wte``, ...)."""
+    embedding = skeleton.get_input_embeddings()
+    return str(next(name for name, module in skeleton.named_modules() if module is embedding))
 
 
 def _hidden_argument(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:

@@ -28,11 +28,32 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    source whose null is too small. Matches are grouped into
    families by declared relations: one family → derived (from its best-scoring source), two or more →
    merged (naming the best source of each family). No match → unrelated, or inconclusive if any source was.
+5. **Weights** (``bot.reef.weights``). When the source and the suspect both carry anchor rows, share at
+   least ``MIN_SHARED`` anchor tokens, and the source has ``MIN_NULL`` unrelated entries to compare with,
+   the weights decide that source instead of CKA: the alignment score gets the same prediction p-value
+   against the source's null (rule 3) and the same kind of ceiling (rule 4, over weight scores), and must
+   also reach ``WEIGHT_FLOOR`` (0.65). Representations cannot tell a fine-tune from an independent model
+   of the same architecture and data; the weights separate them by tens of standard deviations (demo:
+   0.98 against 0.44-0.56). The floor is there because a registry rarely holds the hardest null: two
+   GPT-2 seeds on the same data and tokenizer score 0.56, four standard deviations above the
+   cross-architecture pairs (0.44-0.52), so without a same-architecture, same-data entry in the null
+   their p-value alone would accuse. An inherited unit correlates at 0.9 or more; an equal average of two
+   unrelated models keeps 1/√2 ≈ 0.71 of each, which the floor still admits. Where the weights fall short
+   but CKA is significant, the source is inconclusive, not a match: the suspect computes like the source
+   without its weights (a distilled student, or convergent training), which is not evidence of copying.
+   Without weight evidence (other tokenizer families, old entries) rules 1-4 decide alone. The Holm
+   adjustment runs over each source's deciding p-value (``p_fused``), and every match says which evidence
+   carried it.
+6. **Further merge sources.** A merge's minor source correlates weakly with the merge (a 0.4 share: about
+   0.55). Once the weights match some sources, the suspect's rows less their fitted share are aligned with
+   every other source, judged by rule 5 against the same null, and replace that source's direct weight
+   evidence where stronger (``WeightEvidence.net_of`` names what was taken out). ``Report.merge_coefficients``
+   gives each named source's share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -43,12 +64,14 @@ from numpy.typing import NDArray
 from bot.errors import ConfigError, RegistryError
 from bot.reef.cka import MEASURES, Measure, condition_grams
 from bot.reef.fingerprint import Fingerprint
+from bot.reef.weights import Anchors, align, fit_sources
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 ALIGN_WINDOW = 0.1
 MIN_NULL = 3
 DEFAULT_ALPHA = 0.01
 UNRELATED_P = 0.1
+WEIGHT_FLOOR = 0.65
 _MAX_ATANH_INPUT = 1 - 1e-7
 
 
@@ -61,6 +84,48 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+class Evidence(StrEnum):
+    """Which signal decided a source (rule 5 of the module docstring)."""
+
+    WEIGHTS = "weights"
+    REPRESENTATIONS = "representations"
+    BOTH = "weights and representations"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightEvidence:
+    """What the input-embedding rows say about one source (``bot.reef.weights``).
+
+    Attributes:
+        score: mean absolute correlation of the aligned hidden units.
+        shared_tokens: anchor tokens both models have.
+        z, p_value: as for CKA (rule 3), against the source's unrelated entries; None without a null.
+        n_null: how many entries formed that null; null_mean their mean score.
+        net_of: the sources whose fitted share was taken out of the suspect's rows before aligning (a
+            merge's further source, rule 6); empty for a direct comparison.
+    """
+
+    score: float
+    shared_tokens: int
+    z: float | None
+    p_value: float | None
+    n_null: int
+    null_mean: float | None
+    net_of: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "score": round(self.score, 4),
+            "shared_tokens": self.shared_tokens,
+            "z": None if self.z is None else round(self.z, 3),
+            "p_value": self.p_value,
+            "n_null": self.n_null,
+            "null_mean": None if self.null_mean is None else round(self.null_mean, 4),
+            "net_of": list(self.net_of),
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceMatch:
     """The evidence about one registry source.
@@ -70,8 +135,11 @@ class SourceMatch:
         score: layer-aligned CKA (rule 1 of the module docstring).
         best_pair: (source block, suspect block) of the highest cell of the grid; best_pair_score its CKA.
         z: standard score of ``atanh(score)`` against the source's null; None without a null.
-        p_value: one-sided prediction p-value; p_adjusted: Holm-adjusted over all sources checked.
+        p_value: one-sided prediction p-value of the CKA score.
         n_null: how many unrelated entries formed the null; null_mean its mean CKA.
+        weights: the weight evidence, None where it does not apply (rule 5).
+        evidence: the signal that decided this source; p_fused its p-value, and p_adjusted that p-value
+            Holm-adjusted over all sources checked.
         verdict: DERIVED (a match), UNRELATED or INCONCLUSIVE for this source alone.
         source_layers, suspect_layers: the blocks along the grid's rows and columns.
         grid: CKA of every (source block, suspect block) pair.
@@ -83,9 +151,12 @@ class SourceMatch:
     best_pair_score: float
     z: float | None
     p_value: float | None
-    p_adjusted: float | None
     n_null: int
     null_mean: float | None
+    weights: WeightEvidence | None
+    evidence: Evidence
+    p_fused: float | None
+    p_adjusted: float | None
     verdict: Verdict
     source_layers: tuple[int, ...]
     suspect_layers: tuple[int, ...]
@@ -100,9 +171,12 @@ class SourceMatch:
             "best_pair_score": round(self.best_pair_score, 4),
             "z": None if self.z is None else round(self.z, 3),
             "p_value": self.p_value,
-            "p_adjusted": self.p_adjusted,
             "n_null": self.n_null,
             "null_mean": None if self.null_mean is None else round(self.null_mean, 4),
+            "weights": None if self.weights is None else self.weights.to_dict(),
+            "evidence": str(self.evidence),
+            "p_fused": self.p_fused,
+            "p_adjusted": self.p_adjusted,
             "verdict": str(self.verdict),
             "source_layers": list(self.source_layers),
             "suspect_layers": list(self.suspect_layers),
@@ -120,7 +194,11 @@ class Report:
         conditioned: whether the probes' surface features were projected out first (rule 0).
         alpha: significance level of a match.
         null_ceiling: the highest null score over all sources checked (rule 4); None without any null.
+        weight_ceiling: the same over weight scores (rule 5); None without weight evidence.
         verdict: the overall verdict; sources: the sources it names (one if derived, two or more if merged).
+        merge_coefficients: for a match with weight evidence, each named source's share of the suspect's
+            embedding rows (non-negative least squares, ``bot.reef.weights.fit_sources``); merge_fit
+            the fit's R². Empty and None otherwise.
         reason: one sentence saying which rule decided.
         matches: per-source evidence, most significant first.
     """
@@ -132,8 +210,11 @@ class Report:
     conditioned: bool
     alpha: float
     null_ceiling: float | None
+    weight_ceiling: float | None
     verdict: Verdict
     sources: tuple[str, ...]
+    merge_coefficients: Mapping[str, float]
+    merge_fit: float | None
     reason: str
     matches: tuple[SourceMatch, ...]
 
@@ -147,8 +228,11 @@ class Report:
             "conditioned": self.conditioned,
             "alpha": self.alpha,
             "null_ceiling": None if self.null_ceiling is None else round(self.null_ceiling, 4),
+            "weight_ceiling": None if self.weight_ceiling is None else round(self.weight_ceiling, 4),
             "verdict": str(self.verdict),
             "sources": list(self.sources),
+            "merge_coefficients": {name: round(value, 4) for name, value in self.merge_coefficients.items()},
+            "merge_fit": None if self.merge_fit is None else round(self.merge_fit, 4),
             "reason": self.reason,
             "matches": [match.to_dict() for match in self.matches],
         }
@@ -439,9 +523,13 @@ def compare(
     suspect = len(entries)
     sources = [index for index, entry in enumerate(entries) if entry.role == "source"]
     suspect_grids = stack.grids_against(suspect, range(len(entries)))
-    nulls = stack.null_scores(sources, range(len(entries)), _unrelated_masks(entries, sources))
+    masks = _unrelated_masks(entries, sources)
+    nulls = stack.null_scores(sources, range(len(entries)), masks)
+    weight_nulls = [_weight_null(entries[index], entries, mask) for index, mask in zip(sources, masks, strict=True)]
+    ceiling = max((float(null.max()) for null in nulls if len(null)), default=None)
+    weight_ceiling = max((float(null.max()) for null in weight_nulls if len(null) >= MIN_NULL), default=None)
     evidence: list[dict[str, Any]] = []
-    for index, null in zip(sources, nulls, strict=True):
+    for index, null, weight_null in zip(sources, nulls, weight_nulls, strict=True):
         source = entries[index]
         grid = suspect_grids[index]
         best = np.unravel_index(int(np.argmax(grid)), grid.shape)
@@ -458,18 +546,17 @@ def compare(
                 "p_value": p,
                 "n_null": len(null),
                 "null_mean": float(null.mean()) if len(null) else None,
+                "above_ceiling": ceiling is None or score > ceiling,
+                "weight_null": weight_null,
+                "weights": _weight_evidence(source.anchors, fp.anchors, weight_null),
             }
         )
+    matches = _judge(evidence, fp, alpha, weight_ceiling)
+    if _look_for_more_sources(evidence, matches, fp):
+        matches = _judge(evidence, fp, alpha, weight_ceiling)
     sources_by_name = {entries[index].name: entries[index] for index in sources}
-    tested = [item for item in evidence if item["p_value"] is not None]
-    for item, adjusted in zip(tested, _holm([item["p_value"] for item in tested]), strict=True):
-        item["p_adjusted"] = adjusted
-    ceiling = max((float(null.max()) for null in nulls if len(null)), default=None)
-    matches = sorted(
-        (_source_match(item, fp, alpha, ceiling) for item in evidence),
-        key=lambda m: (m.p_adjusted if m.p_adjusted is not None else 2.0, -m.score),
-    )
-    verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling)
+    verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceiling)
+    coefficients, fit = _merge_shares(fp, [sources_by_name[name] for name in named], matches)
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
@@ -477,23 +564,144 @@ def compare(
         conditioned=conditioned,
         alpha=alpha,
         null_ceiling=ceiling,
+        weight_ceiling=weight_ceiling,
         verdict=verdict,
         sources=named,
+        merge_coefficients=coefficients,
+        merge_fit=fit,
         reason=reason,
         matches=tuple(matches),
     )
 
 
-def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float, ceiling: float | None) -> SourceMatch:
+def _judge(
+    evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float, weight_ceiling: float | None
+) -> list[SourceMatch]:
+    """Fuse each source's evidence (rule 5), Holm-adjust the deciding p-values, and decide per source."""
+    for item in evidence:
+        p, weights = item["p_value"], item["weights"]
+        item["representations_match"] = p is not None and p < alpha and item["above_ceiling"]
+        if weights is None or weights.p_value is None:
+            item["p_fused"], item["clears_ceiling"] = p, item["above_ceiling"]
+        else:
+            above = weights.score >= WEIGHT_FLOOR and (weight_ceiling is None or weights.score > weight_ceiling)
+            item["p_fused"], item["clears_ceiling"] = weights.p_value, above
+        item["p_adjusted"] = None
+    tested = [item for item in evidence if item["p_fused"] is not None]
+    for item, adjusted in zip(tested, _holm([item["p_fused"] for item in tested]), strict=True):
+        item["p_adjusted"] = adjusted
+    return sorted(
+        (_source_match(item, fp, alpha) for item in evidence),
+        key=lambda m: (m.p_adjusted if m.p_adjusted is not None else 2.0, -m.score),
+    )
+
+
+def _look_for_more_sources(evidence: Sequence[dict[str, Any]], matches: Sequence[SourceMatch], fp: Fingerprint) -> bool:
+    """Rule 6: align the suspect's rows, less the share of the sources its weights matched, with the others.
+
+    A merge's minor source (a 0.4 share correlates only about 0.55 with the merge) stands out once the major
+    one's share is gone. Each unmatched source's weight evidence is replaced by the residual's where that is
+    stronger; returns whether any was.
+    """
+    matched = {m.source for m in matches if m.verdict is Verdict.DERIVED and m.evidence is not Evidence.REPRESENTATIONS}
+    found = [item["source"].anchors for item in evidence if item["source"].name in matched]
+    if not found or fp.anchors is None:
+        return False
+    fit = fit_sources(fp.anchors, found)
+    if fit is None:
+        return False
+    net_of = tuple(sorted(matched))
+    changed = False
+    for item in evidence:
+        if item["source"].name in matched:
+            continue
+        residual = _weight_evidence(item["source"].anchors, fit.residual, item["weight_null"], net_of=net_of)
+        current: WeightEvidence | None = item["weights"]
+        if (
+            residual is not None
+            and residual.p_value is not None
+            and (current is None or current.p_value is None or residual.p_value < current.p_value)
+        ):
+            item["weights"] = residual
+            changed = True
+    return changed
+
+
+def _weight_null(source: Fingerprint, entries: Sequence[Fingerprint], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Alignment scores of the source against the unrelated entries its vocabulary overlaps enough."""
+    scores = []
+    if source.anchors is not None:
+        for entry, unrelated in zip(entries, mask, strict=True):
+            if unrelated and entry.anchors is not None:
+                found = align(source.anchors, entry.anchors)
+                if found is not None:
+                    scores.append(found.score)
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _weight_evidence(
+    source: Anchors | None, suspect: Anchors | None, null: NDArray[np.float64], *, net_of: tuple[str, ...] = ()
+) -> WeightEvidence | None:
+    """The suspect's alignment to the source and its p-value; None where the weights cannot be compared."""
+    if source is None or suspect is None:
+        return None
+    found = align(source, suspect)
+    if found is None:
+        return None
+    z, p = _prediction_p(found.score, null) if len(null) >= MIN_NULL else (None, None)
+    return WeightEvidence(
+        score=found.score,
+        shared_tokens=found.shared_tokens,
+        z=z,
+        p_value=p,
+        n_null=len(null),
+        null_mean=float(null.mean()) if len(null) else None,
+        net_of=net_of,
+    )
+
+
+def _merge_shares(
+    fp: Fingerprint, named: Sequence[Fingerprint], matches: Sequence[SourceMatch]
+) -> tuple[dict[str, float], float | None]:
+    """Each named source's share of the suspect's anchor rows, when every one of them has anchors.
+
+    Sources matched directly are fitted first, strongest first, then those found in the residual (rule 6).
+    """
+    if not named or fp.anchors is None or any(source.anchors is None for source in named):
+        return {}, None
+    weights = {m.source: m.weights for m in matches}
+
+    def order(source: Fingerprint) -> tuple[bool, float]:
+        found = weights.get(source.name)
+        return (True, 0.0) if found is None else (bool(found.net_of), -found.score)
+
+    ordered = sorted(named, key=order)
+    fit = fit_sources(fp.anchors, [source.anchors for source in ordered if source.anchors is not None])
+    if fit is None:
+        return {}, None
+    return {source.name: share for source, share in zip(ordered, fit.shares, strict=True)}, fit.r2
+
+
+def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> SourceMatch:
     adjusted = item.get("p_adjusted")
+    weights: WeightEvidence | None = item["weights"]
+    carried_by_weights = weights is not None and weights.p_value is not None
     if adjusted is None:
         verdict = Verdict.INCONCLUSIVE
     elif adjusted < alpha:
-        verdict = Verdict.DERIVED if ceiling is None or item["score"] > ceiling else Verdict.INCONCLUSIVE
+        verdict = Verdict.DERIVED if item["clears_ceiling"] else Verdict.INCONCLUSIVE
+    elif carried_by_weights and item["representations_match"]:
+        verdict = Verdict.INCONCLUSIVE  # computes like the source without its weights (rule 5)
     elif adjusted >= UNRELATED_P:
         verdict = Verdict.UNRELATED
     else:
         verdict = Verdict.INCONCLUSIVE
+    if not carried_by_weights:
+        evidence = Evidence.REPRESENTATIONS
+    elif verdict is Verdict.DERIVED and item["representations_match"]:
+        evidence = Evidence.BOTH
+    else:
+        evidence = Evidence.WEIGHTS
     source: Fingerprint = item["source"]
     return SourceMatch(
         source=source.name,
@@ -502,9 +710,12 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float, ceiling: 
         best_pair_score=item["best_pair_score"],
         z=item["z"],
         p_value=item["p_value"],
-        p_adjusted=adjusted,
         n_null=item["n_null"],
         null_mean=item["null_mean"],
+        weights=weights,
+        evidence=evidence,
+        p_fused=item["p_fused"],
+        p_adjusted=adjusted,
         verdict=verdict,
         source_layers=source.layers,
         suspect_layers=fp.layers,
@@ -513,26 +724,21 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float, ceiling: 
 
 
 def _decide(
-    matches: Sequence[SourceMatch], sources: dict[str, Fingerprint], alpha: float, ceiling: float | None
+    matches: Sequence[SourceMatch],
+    sources: dict[str, Fingerprint],
+    alpha: float,
+    ceiling: float | None,
+    weight_ceiling: float | None,
 ) -> tuple[Verdict, tuple[str, ...], str]:
-    """Overall verdict, the sources it names, and the reason, from per-source evidence (rule 4)."""
+    """Overall verdict, the sources it names, and the reason, from per-source evidence (rules 4 and 5)."""
     hits = [m for m in matches if m.verdict is Verdict.DERIVED]
     if not hits:
-        unsure = [m for m in matches if m.verdict is Verdict.INCONCLUSIVE]
         if not matches:
             return Verdict.INCONCLUSIVE, (), "the registry has no sources to check against"
-        if unsure:
-            names = ", ".join(m.source for m in unsure)
-            under = [m.source for m in unsure if m.p_adjusted is not None and m.p_adjusted < alpha]
-            if under:
-                why = f"{', '.join(under)} at p < {alpha} but not above the null ceiling {ceiling:.3f}"
-                return Verdict.INCONCLUSIVE, (), f"evidence the registry's nulls do not cover: {why}"
-            return (
-                Verdict.INCONCLUSIVE,
-                (),
-                f"weak or uncalibrated evidence for {names} (no source at p < {alpha})",
-            )
-        return Verdict.UNRELATED, (), f"no source reaches adjusted p < {alpha}"
+        unsure = [m for m in matches if m.verdict is Verdict.INCONCLUSIVE]
+        if not unsure:
+            return Verdict.UNRELATED, (), f"no source reaches adjusted p < {alpha}"
+        return Verdict.INCONCLUSIVE, (), _unsure_reason(unsure, alpha, ceiling, weight_ceiling)
     families: list[list[SourceMatch]] = []
     for hit in hits:  # most significant first, so each family's first member is its best source
         family = next((f for f in families if any(_related(sources[hit.source], sources[m.source]) for m in f)), None)
@@ -545,7 +751,31 @@ def _decide(
         return (
             Verdict.DERIVED,
             named,
-            f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha}",
+            f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha} ({hits[0].evidence})",
         )
-    listed = " and ".join(named)
+    listed = " and ".join(f"{family[0].source} ({family[0].evidence})" for family in families)
     return Verdict.MERGED, named, f"{len(named)} unrelated sources match at adjusted p < {alpha}: {listed}"
+
+
+def _unsure_reason(
+    unsure: Sequence[SourceMatch], alpha: float, ceiling: float | None, weight_ceiling: float | None
+) -> str:
+    """Why no source matched although some were not cleared, most telling reason first."""
+    lookalikes = [m for m in unsure if m.weights is not None and m.evidence is Evidence.WEIGHTS]
+    lookalikes = [m for m in lookalikes if m.p_value is not None and m.p_value < alpha]
+    if lookalikes:
+        scores = ", ".join(f"{m.source} {m.weights.score:.2f}" for m in lookalikes if m.weights is not None)
+        return (
+            f"representations match but weights were not inherited (weight score {scores}; a copy scores at "
+            f"least {max(WEIGHT_FLOOR, weight_ceiling or 0.0):.2f}): a distilled student or convergent training"
+        )
+    significant = [m for m in unsure if m.p_adjusted is not None and m.p_adjusted < alpha]
+    if significant:
+        limits = ", ".join(
+            f"{m.source} under the weight floor / ceiling {max(WEIGHT_FLOOR, weight_ceiling or 0.0):.3f}"
+            if m.evidence is Evidence.WEIGHTS
+            else f"{m.source} under the null ceiling {ceiling or 0.0:.3f}"
+            for m in significant
+        )
+        return f"evidence the registry's nulls do not cover: p < {alpha} but {limits}"
+    return f"weak or uncalibrated evidence for {', '.join(m.source for m in unsure)} (no source at p < {alpha})"

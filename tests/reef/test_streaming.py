@@ -23,6 +23,7 @@ from bot.reef.streaming import (
     tensor_index,
     whole_model_bytes,
 )
+from bot.reef.weights import anchors_of
 from bot.registry import Registry
 from tests import builders
 
@@ -58,6 +59,9 @@ def test_streamed_states_equal_the_whole_model(
         whole.hidden_size,
         dict(whole.weight_sha256),
     )
+    whole_anchors, streamed_anchors = anchors_of(whole, texts), anchors_of(streamed, texts)
+    assert streamed_anchors.tokens == whole_anchors.tokens
+    assert np.array_equal(streamed_anchors.rows, whole_anchors.rows)
 
 
 def test_bfloat16_shards_are_upcast_block_by_block(tmp_path: Path, few_probes: ProbeSet) -> None:

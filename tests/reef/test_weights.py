@@ -1,0 +1,158 @@
+"""Weight evidence on the demo's trained models: fine-tunes, merges and look-alikes, decided by the weights."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.errors import RegistryError
+from bot.reef.fingerprint import Fingerprint, fingerprint_model
+from bot.reef.loading import load_model
+from bot.reef.probes import ProbeSet
+from bot.reef.verdict import WEIGHT_FLOOR, Evidence, Verdict, compare
+from bot.reef.weights import MIN_SHARED, Anchors, align
+from bot.registry import ANCHOR_ROWS_FILE, ANCHOR_TOKENS_FILE, Registry
+from tests.builders import DEMO_MODELS, copy_tokenizer
+
+REFERENCES = ("ref-gpt2-code", "ref-qwen2-code", "ref-llama-prose", "ref-gpt2-code-b", "ref-llama-code",
+              "ref-qwen2-prose")  # fmt: skip
+
+
+def linear_merge(first: Path, second: Path, share: float, folder: Path) -> Path:
+    """Every tensor ``share * first + (1 - share) * second``, as mergekit's linear method writes it."""
+    from transformers import AutoModelForCausalLM
+
+    a, b = (AutoModelForCausalLM.from_pretrained(path) for path in (first, second))
+    state = b.state_dict()
+    a.load_state_dict({name: share * value + (1 - share) * state[name] for name, value in a.state_dict().items()})
+    a.save_pretrained(folder)
+    copy_tokenizer(first, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fingerprints(few_probes: ProbeSet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
+    """Every demo model, and a 0.6 / 0.4 merge of the two GPT-2 code models, on the first 32 probes."""
+    merged = linear_merge(
+        DEMO_MODELS / "ref-gpt2-code", DEMO_MODELS / "ref-gpt2-code-b", 0.6, tmp_path_factory.mktemp("merge")
+    )
+    paths = {path.name: path for path in DEMO_MODELS.iterdir() if path.is_dir()} | {"merged": merged}
+    return {
+        name: fingerprint_model(load_model(path), few_probes, name=name, model=str(path))
+        for name, path in paths.items()
+    }
+
+
+def registry(fps: dict[str, Fingerprint], sources: tuple[str, ...]) -> list[Fingerprint]:
+    """The named sources, and every reference not among them as a reference."""
+    return [
+        *(fps[name] for name in sources),
+        *(replace(fps[name], role="reference") for name in REFERENCES if name not in sources),
+    ]
+
+
+def test_a_fine_tune_is_derived_on_the_weights(fingerprints: dict[str, Fingerprint]) -> None:
+    report = compare(fingerprints["finetune"], registry(fingerprints, ("source",)))
+    assert report.verdict is Verdict.DERIVED and report.sources == ("source",)
+    match = report.matches[0]
+    assert match.evidence is Evidence.BOTH and match.weights is not None
+    assert match.weights.score > 0.9 and match.weights.p_value is not None and match.weights.p_value < 1e-6
+    assert match.p_fused == match.weights.p_value
+    assert report.merge_coefficients["source"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_same_architecture_data_and_tokenizer_other_seed_is_not_derived(
+    fingerprints: dict[str, Fingerprint],
+) -> None:
+    """The hardest negative: its weight score sits in the tail of a null without such a model, under the floor."""
+    report = compare(fingerprints["ref-gpt2-code-b"], registry(fingerprints, ("ref-gpt2-code",)))
+    match = report.matches[0]
+    assert report.verdict is Verdict.INCONCLUSIVE and match.verdict is Verdict.INCONCLUSIVE
+    assert match.evidence is Evidence.WEIGHTS and match.weights is not None
+    assert match.weights.score < WEIGHT_FLOOR
+
+
+def test_a_merge_of_two_unrelated_sources_names_both_with_their_shares(
+    fingerprints: dict[str, Fingerprint],
+) -> None:
+    report = compare(fingerprints["merged"], registry(fingerprints, ("ref-gpt2-code", "ref-gpt2-code-b")))
+    assert report.verdict is Verdict.MERGED
+    assert set(report.sources) == {"ref-gpt2-code", "ref-gpt2-code-b"}
+    assert report.merge_coefficients["ref-gpt2-code"] == pytest.approx(0.6, abs=0.05)
+    assert report.merge_coefficients["ref-gpt2-code-b"] == pytest.approx(0.4, abs=0.05)
+    assert report.merge_fit is not None and report.merge_fit > 0.95
+
+
+def test_same_representations_without_the_weights_is_inconclusive(fingerprints: dict[str, Fingerprint]) -> None:
+    """A distilled student computes like its teacher from weights of its own: not called derived."""
+    teacher = fingerprints["source"]
+    student = replace(fingerprints["finetune"], name="student", anchors=fingerprints["unrelated"].anchors)
+    report = compare(student, [teacher, *registry(fingerprints, ())])
+    match = report.matches[0]
+    assert match.p_value is not None and match.p_value < 0.01  # the representations match
+    assert report.verdict is Verdict.INCONCLUSIVE and "weights were not inherited" in report.reason
+
+
+def test_permuted_rescaled_and_extended_copies_align_exactly(fingerprints: dict[str, Fingerprint]) -> None:
+    anchors = fingerprints["source"].anchors
+    assert anchors is not None
+    order = np.random.default_rng(0).permutation(anchors.rows.shape[1])
+    scales = np.linspace(0.5, 4.0, anchors.rows.shape[1]) * np.where(order % 2, 1.0, -1.0)
+    moved = Anchors(
+        ("<new-token>", *anchors.tokens), np.vstack([np.ones((1, len(order))), anchors.rows[:, order] * scales])
+    )
+    found = align(anchors, moved)
+    assert found is not None and found.score == pytest.approx(1.0, abs=1e-6)
+    assert np.array_equal(order[found.suspect_units], found.source_units)  # suspect unit j is source unit order[j]
+
+
+def test_other_tokenizer_with_too_few_shared_tokens_gives_no_weight_evidence(
+    fingerprints: dict[str, Fingerprint],
+) -> None:
+    anchors = fingerprints["source"].anchors
+    assert anchors is not None
+    few = Anchors(anchors.tokens[: MIN_SHARED - 1], anchors.rows[: MIN_SHARED - 1])
+    assert align(anchors, few) is None
+    report = compare(replace(fingerprints["finetune"], anchors=few), registry(fingerprints, ("source",)))
+    assert report.matches[0].weights is None and report.matches[0].evidence is Evidence.REPRESENTATIONS
+    assert report.verdict is Verdict.DERIVED
+
+
+def test_registry_keeps_the_anchors(fingerprints: dict[str, Fingerprint], tmp_path: Path) -> None:
+    store = Registry(tmp_path / "fingerprints")
+    folder = store.add(fingerprints["source"])
+    back = store.get("source")
+    assert back == fingerprints["source"] and back.anchors is not None
+    assert back.anchors.tokens == fingerprints["source"].anchors.tokens  # type: ignore[union-attr]
+    assert np.array_equal(back.anchors.rows, fingerprints["source"].anchors.rows)  # type: ignore[union-attr]
+    (folder / ANCHOR_TOKENS_FILE).unlink()
+    with pytest.raises(RegistryError, match="unreadable registry entry"):
+        store.get("source")
+
+
+def test_an_entry_made_before_weight_evidence_is_checked_on_representations(
+    fingerprints: dict[str, Fingerprint], tmp_path: Path
+) -> None:
+    store = Registry(tmp_path / "fingerprints")
+    for entry in registry(fingerprints, ("source",)):
+        store.add(entry)
+    folder = tmp_path / "fingerprints" / "source"
+    for name in (ANCHOR_TOKENS_FILE, ANCHOR_ROWS_FILE):
+        (folder / name).unlink()
+    old = replace(fingerprints["source"], anchors=None)
+    meta = (folder / "meta.yaml").read_text().replace(fingerprints["source"].digest, old_digest(old))
+    (folder / "meta.yaml").write_text(meta)
+    report = compare(fingerprints["finetune"], store)
+    assert report.verdict is Verdict.DERIVED
+    assert report.matches[0].weights is None and report.matches[0].evidence is Evidence.REPRESENTATIONS
+    shutil.rmtree(folder)
+
+
+def old_digest(fp: Fingerprint) -> str:
+    from bot.reef.fingerprint import fingerprint_digest
+
+    return fingerprint_digest(fp.grams, fp.probe_basis, fp.probe_sha256)
