@@ -501,7 +501,13 @@ def recipes() -> list[Recipe]:
     a, b = "llama-code", "llama-code-b"
     plan += [
         Recipe(f"{b}--ft-prose", "positive", "full fine-tune on prose", partial(fine_tune, b, "prose", 401), (b,)),
-        Recipe(f"{b}--int4", "positive", "4-bit round trip", partial(quantize_dequantize, b, 4, 32), (b,)),
+        Recipe(
+            f"{b}--int4",
+            "positive",
+            "4-bit absmax round trip, groups of 32",
+            partial(quantize_dequantize, b, 4, 32),
+            (b,),
+        ),
         Recipe(f"{a}--ft-docs", "positive", "full fine-tune on help topics", partial(fine_tune, a, "docs", 202), (a,)),
     ]
     tuned = (f"{a}--ft-prose", f"{a}--ft-docs")
@@ -511,7 +517,9 @@ def recipes() -> list[Recipe]:
         plan.append(Recipe(f"{a}--merge-{method}", "positive", how, make, (a,)))
     for method in ("linear", "slerp"):
         how = f"mergekit {method} of two unrelated sources, half each"
-        plan.append(Recipe(f"merge-{method}-{a}-and-b", "positive", how, partial(mergekit, method, (a, b), None), (a, b)))
+        plan.append(
+            Recipe(f"merge-{method}-{a}-and-b", "positive", how, partial(mergekit, method, (a, b), None), (a, b))
+        )
     plan += [
         Recipe("distill-gpt2-prose", "distilled", "fresh GPT-2 trained on gpt2-prose's logits (KL)",
                partial(distill, "gpt2-prose", "gpt2", 32), ("gpt2-prose",)),
@@ -561,6 +569,7 @@ def build_zoo(folder: Path = ZOO_DIR) -> list[Member]:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(1)
     folder.mkdir(parents=True, exist_ok=True)
     shop = Workshop(folder)
