@@ -15,27 +15,9 @@ import os
 from pathlib import Path
 
 from bot import _output
-from bot.trap2.config import FORMS, WEIGHTS, ProtectConfig
+from bot.trap2.config import FORMS, TRAINING_FLAGS, WEIGHTS, ProtectConfig
 
 _DEFAULTS = ProtectConfig()
-# CLI flag -> ProtectConfig field, type, help.
-_TRAINING_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--lambda", "lam", float, "λ, weight of the off-nominal term"),
-    ("--s-min", "s_min", float, "smallest sampled scale"),
-    ("--s-max", "s_max", float, "largest sampled scale"),
-    ("--delta", "delta", float, "excluded band around the authorised scale 1"),
-    ("--loss-cap", "loss_cap", float, "cap the off-nominal loss at this many nats (our extension)"),
-    ("--steps", "steps", int, "maximum optimizer steps"),
-    ("--lr", "lr", float, "AdamW learning rate"),
-    ("--batch-size", "batch_size", int, "token windows per step"),
-    ("--context", "context", int, "tokens per window"),
-    ("--eval-every", "eval_every", int, "steps between validation evaluations"),
-    ("--patience", "patience", int, "evaluations without improvement before stopping"),
-    ("--seed", "seed", int, "random seed"),
-    ("--lora-r", "lora_r", int, "LoRA rank"),
-    ("--lora-alpha", "lora_alpha", int, "LoRA alpha (scaling alpha / r)"),
-    ("--lora-dropout", "lora_dropout", float, "LoRA dropout"),
-)
 
 
 def register(
@@ -52,7 +34,7 @@ def register(
     protect.add_argument("--out", required=True, metavar="DIR", help="writes DIR/protected and DIR/twin")
     protect.add_argument("--form", choices=FORMS, default=_DEFAULTS.form, help="release form (default: lora)")
     protect.add_argument("--weight", choices=WEIGHTS, default=_DEFAULTS.weight, help="w(s) (default: inv_sqrt)")
-    for flag, name, kind, text in _TRAINING_FLAGS:
+    for flag, name, kind, text in TRAINING_FLAGS:
         protect.add_argument(flag, dest=name, type=kind, default=None,
                              help=f"{text} (default: {getattr(_DEFAULTS, name)})")  # fmt: skip
     protect.add_argument("--target-modules", nargs="+", default=[], metavar="NAME",
@@ -86,7 +68,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     """Train the protected update and its twin; print where they went and how training went."""
     from bot.trap2.training import protect
 
-    given = {name: getattr(args, name) for _, name, _, _ in _TRAINING_FLAGS if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for _, name, _, _ in TRAINING_FLAGS if getattr(args, name) is not None}
     config = ProtectConfig(form=args.form, weight=args.weight, target_modules=tuple(args.target_modules), **given)
     run = protect(Path(args.base), [Path(p) for p in args.data], Path(args.out), config=config,
                   validation=[Path(p) for p in args.validation], twin=not args.no_twin,
@@ -100,10 +82,12 @@ def cmd_protect(args: argparse.Namespace) -> int:
     for name, (path, summary) in summaries.items():
         if path is None or summary is None:
             continue
+        trap = {True: ", trap formed", False: ", TRAP DID NOT FORM (raise --lambda or --steps)", None: ""}
         _output.write(
-            f"{name}: {path} (λ={summary.lam:g}, best nominal val loss {summary.best_val_loss:.4f} at step "
-            f"{summary.best_step} of {summary.steps_run}, {summary.skipped_steps} non-finite steps skipped"
-            f"{', stopped early' if summary.stopped_early else ''}, {summary.train_seconds:.0f}s)"
+            f"{name}: {path} (λ={summary.lam:g}, kept nominal val loss {summary.best_val_loss:.4f} at step "
+            f"{summary.best_step} of {summary.steps_run}{trap[summary.trap_formed]}, {summary.skipped_steps} "
+            f"non-finite steps skipped{', stopped early' if summary.stopped_early else ''}, "
+            f"{summary.train_seconds:.0f}s)"
         )
     return 0
 

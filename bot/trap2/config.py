@@ -18,6 +18,24 @@ Form = Literal["lora", "full"]
 WeightName = Literal["inv", "inv_sqrt", "none"]
 FORMS: tuple[Form, ...] = ("lora", "full")
 WEIGHTS: tuple[WeightName, ...] = ("inv", "inv_sqrt", "none")
+# The numeric settings as `reefguard protect` flags (the Action's inputs drop the dashes): flag, field, type, help.
+TRAINING_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--lambda", "lam", float, "λ, weight of the off-nominal term"),
+    ("--s-min", "s_min", float, "smallest sampled scale"),
+    ("--s-max", "s_max", float, "largest sampled scale"),
+    ("--delta", "delta", float, "excluded band around the authorised scale 1"),
+    ("--loss-cap", "loss_cap", float, "cap the off-nominal loss at this many nats (our extension)"),
+    ("--steps", "steps", int, "maximum optimizer steps"),
+    ("--lr", "lr", float, "AdamW learning rate"),
+    ("--batch-size", "batch_size", int, "token windows per step"),
+    ("--context", "context", int, "tokens per window"),
+    ("--eval-every", "eval_every", int, "steps between validation evaluations"),
+    ("--patience", "patience", int, "evaluations without improvement before stopping"),
+    ("--seed", "seed", int, "random seed"),
+    ("--lora-r", "lora_r", int, "LoRA rank"),
+    ("--lora-alpha", "lora_alpha", int, "LoRA alpha (scaling alpha / r)"),
+    ("--lora-dropout", "lora_dropout", float, "LoRA dropout"),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

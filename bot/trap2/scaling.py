@@ -80,8 +80,17 @@ def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor, params: Mapping[
     return torch.func.functional_call(model, dict(params), args=(), kwargs=inputs).loss
 
 
-def mean_loss(model: torch.nn.Module, windows: torch.Tensor, *, batch_size: int = 16) -> float:
-    """Mean causal-LM loss over evaluation windows, in eval mode (no dropout), weighted by window."""
+def mean_loss(
+    model: torch.nn.Module,
+    windows: torch.Tensor,
+    *,
+    params: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 16,
+) -> float:
+    """Mean causal-LM loss over evaluation windows, in eval mode (no dropout), weighted by window.
+
+    ``params`` (e.g. from ``lora_scaled`` or ``full_scaled``) are swapped in functionally when given.
+    """
     import torch
 
     was_training = model.training
@@ -90,7 +99,7 @@ def mean_loss(model: torch.nn.Module, windows: torch.Tensor, *, batch_size: int 
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            total += float(model(input_ids=chunk, labels=chunk).loss) * len(chunk)
+            total += float(causal_lm_loss(model, chunk, params)) * len(chunk)
     model.train(was_training)
     return total / len(windows)
 

@@ -9,8 +9,15 @@ Per step (research/trap2.md §2, "Algorithm 1"), on one batch:
 4. a step whose loss or gradient norm is not finite is skipped (gradients cleared, counted, logged);
 5. clip the global gradient norm, AdamW step, linear schedule with warm-up.
 
-Every ``eval_every`` steps the nominal (s = 1) validation loss is measured; the best checkpoint is kept and
-training stops after ``patience`` evaluations without improvement. The off-nominal term never selects checkpoints.
+Every ``eval_every`` steps the nominal (s = 1) validation loss is measured. The kept checkpoint is the one with the
+lowest nominal loss **among those where the trap has formed**: the update improves on the base model's own
+validation loss at s = 1 and is worse than it at every probe down-scale (``TRAP_PROBE_SCALES`` inside
+[s_min, 1 − δ]). The paper selects on the nominal
+loss alone; on the demo's full fine-tune that kept a checkpoint from before the trap formed (step 150: s = 0.5 merged
+better than the base; the trap covered every down-scale from step 250 at a similar nominal loss; README.md, "Trap²
+protection"). Patience (``patience`` evaluations without a better kept checkpoint) counts only once the trap has
+formed. If it never forms, the lowest-nominal checkpoint is kept, with a warning and ``trap_formed: false`` in the
+summary, and ``verify`` will fail it. The twin (λ = 0) selects on the nominal loss alone.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "trap2.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Down-scales at which checkpoint selection checks that the trap has formed: merges shrink an update (an N-way
+# average to 1/N, task arithmetic to λ < 1), and the ends of the range are where a trap is weakest.
+TRAP_PROBE_SCALES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,13 +58,16 @@ class TrainingSummary:
         lam: λ it was trained with (0 for the twin).
         steps_run: optimizer steps attempted (including skipped ones).
         skipped_steps: steps skipped because a loss or the gradient norm was not finite.
-        best_step: step of the kept checkpoint (best nominal validation loss).
+        best_step: step of the kept checkpoint.
         best_val_loss: nominal (s = 1) validation loss of the kept checkpoint.
         initial_val_loss: validation loss before training (the base model, for LoRA).
         stopped_early: whether patience ran out before ``steps``.
         train_seconds: wall time in training steps (evaluation excluded).
         total_seconds: wall time including evaluation.
         history: (step, nominal validation loss) at every evaluation.
+        trap_scales: the probe down-scales checked before a checkpoint is kept (empty for the twin).
+        trap_floor: the kept checkpoint's lowest validation loss over ``trap_scales`` (None for the twin, or when
+            no checkpoint improved on the base at s = 1).
     """
 
     lam: float
@@ -67,10 +80,21 @@ class TrainingSummary:
     train_seconds: float
     total_seconds: float
     history: tuple[tuple[int, float], ...]
+    trap_scales: tuple[float, ...]
+    trap_floor: float | None
+
+    @property
+    def trap_formed(self) -> bool | None:
+        """Whether the kept checkpoint beats the base at s = 1 and is worse at every probe scale (None: twin)."""
+        if not self.trap_scales:
+            return None
+        return self.best_val_loss < self.initial_val_loss < (self.trap_floor or -math.inf)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["history"] = [list(h) for h in self.history]
+        data["trap_scales"] = list(self.trap_scales)
+        data["trap_formed"] = self.trap_formed
         return data
 
 
@@ -116,6 +140,30 @@ def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
         torch.cuda.set_rng_state_all(state[1])
 
 
+@dataclass(slots=True)
+class _Checkpoint:
+    """A candidate for the kept checkpoint: its step, nominal validation loss, weights and trap floor."""
+
+    step: int
+    loss: float
+    state: dict[str, torch.Tensor]
+    trap_floor: float | None
+
+
+def trap_scales(config: ProtectConfig) -> tuple[float, ...]:
+    """The probe down-scales inside the sampled range [s_min, 1 − δ]; none for the twin (λ = 0).
+
+    Example:
+        >>> trap_scales(ProtectConfig(lam=0.5)), trap_scales(ProtectConfig(lam=0.5, s_min=0.4))
+        ((0.1, 0.3, 0.5, 0.7, 0.9), (0.5, 0.7, 0.9))
+        >>> trap_scales(ProtectConfig(lam=0.0))
+        ()
+    """
+    if config.lam == 0:
+        return ()
+    return tuple(s for s in TRAP_PROBE_SCALES if config.s_min <= s <= 1 - config.delta)
+
+
 def train_update(
     model: torch.nn.Module,
     data: TokenData,
@@ -134,7 +182,7 @@ def train_update(
         show_progress: draw a progress bar on stderr (if the terminal allows).
 
     Returns:
-        The run's summary; the model holds the best checkpoint.
+        The run's summary; the model holds the kept checkpoint (see the module docstring for which one).
 
     Raises:
         ConfigError: full form without anchors.
@@ -151,12 +199,18 @@ def train_update(
     batches = torch.Generator().manual_seed(config.seed)
     scales = torch.Generator().manual_seed(config.seed + 1)
     torch.manual_seed(config.seed)  # dropout
+    probes = trap_scales(config)
+
+    def snapshot(step: int, loss: float, trap_floor: float | None) -> _Checkpoint:
+        return _Checkpoint(step=step, loss=loss, state={n: p.detach().clone() for n, p in trainable.items()},
+                           trap_floor=trap_floor)  # fmt: skip
 
     started = time.perf_counter()
     initial = mean_loss(model, data.val)
     history = [(0, initial)]
-    best_loss, best_step, best_state = math.inf, 0, {n: p.detach().clone() for n, p in trainable.items()}
-    skipped = good_steps = evals_since_best = 0
+    kept: _Checkpoint | None = None  # lowest nominal loss where the trap has formed
+    untrapped: _Checkpoint | None = None  # lowest nominal loss overall, kept only until the trap forms
+    skipped = good_steps = evals_since_kept = 0
     train_seconds = 0.0
     stopped_early = False
     step = 0
@@ -175,40 +229,79 @@ def train_update(
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         train_seconds += time.perf_counter() - tick
-        if step % config.eval_every == 0 or step == config.steps:
-            val = mean_loss(model, data.val)
-            history.append((step, val))
-            logger.info("step %d: nominal validation loss %.4f", step, val)
-            if good_steps and math.isfinite(val) and val < best_loss:
-                best_loss, best_step, evals_since_best = val, step, 0
-                best_state = {n: p.detach().clone() for n, p in trainable.items()}
-            else:
-                evals_since_best += 1
-            if evals_since_best >= config.patience and step < config.steps:
-                stopped_early = True
-                logger.info("early stop at step %d (best %.4f at step %d)", step, best_loss, best_step)
-                break
-    if not good_steps or not math.isfinite(best_loss):
+        if step % config.eval_every != 0 and step != config.steps:
+            continue
+        val = mean_loss(model, data.val)
+        history.append((step, val))
+        logger.info("step %d: nominal validation loss %.4f", step, val)
+        if good_steps and math.isfinite(val) and val < (kept.loss if kept else math.inf):
+            # The trap floor is measured only for a checkpoint that would otherwise be kept.
+            floor = _trap_floor(model, data, config, anchors, probes) if probes and val < initial else None
+            if not probes or (floor is not None and floor > initial):
+                kept, untrapped, evals_since_kept = snapshot(step, val, floor), None, 0
+                continue
+            if untrapped is None or val < untrapped.loss:
+                untrapped = snapshot(step, val, floor)
+        if kept is not None:  # patience starts once the trap has formed
+            evals_since_kept += 1
+        if evals_since_kept >= config.patience and step < config.steps:
+            stopped_early = True
+            logger.info("early stop at step %d (kept step %d)", step, kept.step if kept else 0)
+            break
+    chosen = kept or untrapped
+    if chosen is None:
         raise TrainingError(
             f"training produced no usable checkpoint: {skipped} of {step} steps had a non-finite loss or gradient "
             "and no evaluation was finite; lower --lr or --lambda, set --loss-cap, or check the data"
         )
+    if kept is None:
+        logger.warning(
+            "the trap did not form in %d steps: no checkpoint beat the base's validation loss %.4f at s = 1 while "
+            "losing to it at every scale in %s; kept step %d (lowest nominal loss); raise --lambda or --steps",
+            step, initial, probes, chosen.step,
+        )  # fmt: skip
     with torch.no_grad():
         for name, p in trainable.items():
-            p.copy_(best_state[name])
+            p.copy_(chosen.state[name])
     model.eval()
     return TrainingSummary(
         lam=config.lam,
         steps_run=step,
         skipped_steps=skipped,
-        best_step=best_step,
-        best_val_loss=best_loss,
+        best_step=chosen.step,
+        best_val_loss=chosen.loss,
         initial_val_loss=initial,
         stopped_early=stopped_early,
         train_seconds=train_seconds,
         total_seconds=time.perf_counter() - started,
         history=tuple(history),
+        trap_scales=probes,
+        trap_floor=chosen.trap_floor,
     )
+
+
+def _scaled_params(
+    model: torch.nn.Module, config: ProtectConfig, anchors: Mapping[str, torch.Tensor] | None, s: float
+) -> dict[str, torch.Tensor]:
+    return lora_scaled(model, s) if config.form == "lora" else full_scaled(model, anchors or {}, s)
+
+
+def _trap_floor(
+    model: torch.nn.Module,
+    data: TokenData,
+    config: ProtectConfig,
+    anchors: Mapping[str, torch.Tensor] | None,
+    probes: Sequence[float],
+) -> float:
+    """The lowest validation loss of the update over the probe scales."""
+    import torch
+
+    floor = math.inf
+    for s in probes:
+        with torch.no_grad():
+            params = _scaled_params(model, config, anchors, s)
+        floor = min(floor, mean_loss(model, data.val, params=params))
+    return floor
 
 
 def _one_step(
@@ -229,8 +322,7 @@ def _one_step(
     nominal.backward()
     if config.lam > 0:
         _set_rng_state(rng)  # same dropout masks in the scaled pass
-        params = lora_scaled(model, s) if config.form == "lora" else full_scaled(model, anchors or {}, s)
-        scaled = causal_lm_loss(model, batch, params)
+        scaled = causal_lm_loss(model, batch, _scaled_params(model, config, anchors, s))
         if not torch.isfinite(scaled):
             return False
         if config.loss_cap is not None:

@@ -12,8 +12,10 @@ import torch
 from bot.cli import main
 from bot.errors import TrainingError
 from bot.reef.loading import load_model
-from bot.trap2.data import prepare
-from bot.trap2.training import ProtectRun, train_update, trainable_model
+from bot.trap2.config import ProtectConfig
+from bot.trap2.data import TokenData, prepare
+from bot.trap2.scaling import lora_scaled, mean_loss
+from bot.trap2.training import TRAP_PROBE_SCALES, ProtectRun, TrainingSummary, train_update, trainable_model
 from tests.trap2.conftest import FAST
 
 
@@ -89,3 +91,39 @@ def test_a_run_with_no_finite_step_fails_clearly(base: Path, code_text: Path) ->
     _poison(model, set(range(1, 1000)))
     with pytest.raises(TrainingError, match=r"12 of 12 steps had a non-finite loss"):
         train_update(model, data, FAST)
+
+
+# Seeded runs on the tiny random-init base: the margins are small (its loss barely moves from ln 512), but they are
+# the same on every run; bench/trap2_demo.py measures the trap's strength on a trained base.
+TRAPPING = ProtectConfig(**{**FAST.to_dict(), "lam": 1.0, "lr": 3e-2, "steps": 40, "eval_every": 10, "weight": "inv",
+                            "target_modules": ()})  # fmt: skip
+
+
+def _train(base: Path, code_text: Path, config: ProtectConfig) -> tuple[torch.nn.Module, TokenData, TrainingSummary]:
+    loaded = load_model(base, with_lm_head=True)
+    data = prepare(loaded.tokenizer, [code_text], context=32, val_fraction=0.1, max_val_windows=8)
+    model, _ = trainable_model(loaded.model, config)
+    return model, data, train_update(model, data, config)
+
+
+def test_the_kept_checkpoint_beats_the_base_and_loses_to_it_at_every_probe_scale(base: Path, code_text: Path) -> None:
+    model, data, summary = _train(base, code_text, TRAPPING)
+    assert summary.trap_formed is True and summary.trap_scales == TRAP_PROBE_SCALES
+    assert mean_loss(model, data.val) == pytest.approx(summary.best_val_loss)
+    assert summary.best_val_loss < summary.initial_val_loss
+    probe_losses = [mean_loss(model, data.val, params=lora_scaled(model, s)) for s in summary.trap_scales]
+    assert min(probe_losses) == pytest.approx(summary.trap_floor)
+    assert min(probe_losses) > summary.initial_val_loss
+    # A later checkpoint had a lower nominal loss, but no trap: it was passed over.
+    lowest_step, lowest_loss = min(summary.history, key=lambda h: h[1])
+    assert lowest_step != summary.best_step and lowest_loss < summary.best_val_loss
+
+
+def test_a_trap_that_never_forms_keeps_the_lowest_loss_and_says_so(
+    base: Path, code_text: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ProtectConfig(**{**TRAPPING.to_dict(), "lr": 1e-3, "steps": 4, "eval_every": 2, "target_modules": ()})
+    _, _, summary = _train(base, code_text, config)
+    assert summary.trap_formed is False and summary.steps_run == 4 and not summary.stopped_early
+    assert summary.best_val_loss == min(loss for step, loss in summary.history if step > 0)
+    assert "the trap did not form in 4 steps" in caplog.text
