@@ -113,6 +113,12 @@ def verdict_line(report: Report) -> str:
     return _describe(report, str)
 
 
+def evidence_summary(match: SourceMatch) -> str:
+    """One source's evidence in a few words: ``CKA 0.852, weights 0.981, adj. p 1.2e-08 (weights)``."""
+    weights = "" if match.weights is None else f", weights {match.weights.score:.3f}"
+    return f"CKA {match.score:.3f}{weights}, adj. p {_format_p(match.p_adjusted)} ({match.evidence})"
+
+
 def _match_cells(match: SourceMatch) -> list[str]:
     """One evidence row, in the order of ``_TABLE_HEADER`` (the source name left to the caller)."""
     return [
@@ -239,7 +245,7 @@ def _mermaid(report: Report) -> str:
         if match is None:
             lines.append(f"  {node} --> suspect")
         else:
-            label = f"score {match.score:.3f}, adj. p {_format_p(match.p_adjusted)}"
+            label = evidence_summary(match)
             lines.append(f"  {node} -->|{_mermaid_label(label)}| suspect")
     if not report.sources:
         lines += [

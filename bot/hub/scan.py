@@ -488,6 +488,7 @@ def lineage_findings(
       ``WRONG_DECLARATION``.
     """
     from bot.reef.verdict import Verdict
+    from bot.report import evidence_summary
 
     named = {d.split("@", 1)[0].lower() for d in declared}
     relation = "merge" if report.verdict is Verdict.MERGED else "finetune"
@@ -499,7 +500,7 @@ def lineage_findings(
             if repo is not None and repo.lower() in named:
                 continue
             match = by_source.get(source)
-            evidence = f"score {match.score:.3f}, adj. p {match.p_adjusted:.1e}" if match and match.p_adjusted else ""
+            evidence = evidence_summary(match) if match else ""
             if declared:
                 kind = WRONG_DECLARATION
                 detail = f"declares {', '.join(declared)}, but the fingerprints say {report.verdict} from {source}"
@@ -518,7 +519,6 @@ def lineage_findings(
     for source, repo in sorted(source_repos.items()):
         match = by_source.get(source)
         if repo.lower() in named and match is not None and match.verdict is Verdict.UNRELATED:
-            p = f"adj. p {match.p_adjusted:.1e}" if match.p_adjusted is not None else "no p-value"
             findings.append(
                 Finding(
                     kind=WRONG_DECLARATION,
@@ -526,7 +526,7 @@ def lineage_findings(
                     source_repo=repo,
                     relation=relation,
                     detail=f"declares {repo}, but the fingerprints say unrelated to {source} "
-                    f"(score {match.score:.3f}, {p})",
+                    f"({evidence_summary(match)})",
                 )
             )
     return tuple(findings)

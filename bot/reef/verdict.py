@@ -751,9 +751,9 @@ def _decide(
         return (
             Verdict.DERIVED,
             named,
-            f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha} ({hits[0].evidence})",
+            f"{named[0]} matches at adjusted p = {hits[0].p_adjusted:.2g} < {alpha}, on {hits[0].evidence}",
         )
-    listed = " and ".join(f"{family[0].source} ({family[0].evidence})" for family in families)
+    listed = " and ".join(f"{family[0].source} (on {family[0].evidence})" for family in families)
     return Verdict.MERGED, named, f"{len(named)} unrelated sources match at adjusted p < {alpha}: {listed}"
 
 
