@@ -17,7 +17,7 @@ from bot.cli import ExitCode, main
 from bot.reef.fingerprint import fingerprint_model
 from bot.reef.loading import LoadedModel, load_model
 from bot.reef.probes import load_probes
-from bot.reef.verdict import Verdict, compare, pair_grid
+from bot.reef.verdict import WEIGHT_FLOOR, Evidence, Verdict, compare, pair_grid
 from bot.registry import Registry
 
 pytestmark = pytest.mark.real_model
@@ -92,13 +92,14 @@ def _magnitude_pruned(loaded: LoadedModel) -> LoadedModel:
 
 
 def _int8_round_trip(loaded: LoadedModel) -> LoadedModel:
-    """Symmetric per-output-channel int8 quantize-dequantize of every linear layer."""
+    """Symmetric per-row int8 quantize-dequantize of every linear layer and of the embedding (as GGUF's Q8_0
+    quantizes ``token_embd``), so the weight evidence sees quantized rows too."""
     import torch
 
     model = copy.deepcopy(loaded.model)
     with torch.no_grad():
-        for linear in _each_linear(model):
-            weight = linear.weight  # type: ignore[attr-defined]
+        for module in [*_each_linear(model), model.get_input_embeddings()]:
+            weight = module.weight  # type: ignore[attr-defined]
             scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
             weight.copy_((weight / scale).round().clamp(-127, 127) * scale)
     return replace(loaded, model=model)
@@ -112,7 +113,10 @@ def test_gemma_derivatives_are_detected(make, gemma: LoadedModel, demo_registry:
     report = compare(suspect, Registry(demo_registry))
     assert report.verdict is Verdict.DERIVED
     assert report.sources == (GEMMA,)
-    assert report.matches[0].score < 0.9999  # it really is a different model
+    match = report.matches[0]
+    assert match.score < 0.9999  # it really is a different model
+    assert match.evidence is not Evidence.REPRESENTATIONS  # the weights are compared, and agree
+    assert match.weights is not None and match.weights.score > WEIGHT_FLOOR
 
 
 def test_unrelated_models_are_not_gemma(demo_registry: Path) -> None:
