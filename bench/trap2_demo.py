@@ -1,4 +1,4 @@
-"""Reproduce the README's Trap² numbers on the demo base model (CPU, seeded; about 10 minutes on 2 cores).
+"""Reproduce the README's Trap² numbers on the demo base model (CPU, seeded; about 20 minutes on 2 shared cores).
 
     .venv/bin/python bench/trap2_demo.py --out .cache/trap2-demo [--form lora full]
 

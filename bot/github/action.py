@@ -13,6 +13,9 @@
 6. Post, everything having been computed: the sticky pull request comment, one issue per (model path, source),
    the model-card pull requests. A 403 (a fork's read-only token) turns posting into a ``::warning::``.
 7. Exit 1 if a verdict reaches ``fail-on-detection``, else 0.
+
+With ``mode: protect`` the run instead trains, verifies and releases a Trap²-protected update
+(``bot.github.protection``): no event payload, registry or GitHub API is needed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from bot.github import events
 from bot.github.cards import CardDraft
 from bot.github.events import Event, read_event
 from bot.github.git import GitError, changed_files, tracked_files, trust_workspace
-from bot.github.inputs import ActionInputs, RunnerEnvironment, read_environment, read_inputs
+from bot.github.inputs import ActionInputs, RunnerEnvironment, read_environment, read_inputs, read_protect_inputs
 from bot.github.issues import IssueDraft
 from bot.github.models import (
     ModelFiles,
@@ -81,7 +84,8 @@ def run(environ: Mapping[str, str]) -> int:
 
     Returns:
         An ``ExitCode``: 0 nothing at the ``fail-on-detection`` level, 1 a finding, 2 a bad input or event
-        payload, 3 any other reefguard error (registry, LFS, size, GitHub API).
+        payload, 3 any other reefguard error (registry, LFS, size, GitHub API). In ``mode: protect``: 0 every
+        verification check holds, 1 one fails, 2 a bad input, 3 a base that does not load or a failed training run.
 
     Raises:
         Exception: anything unexpected, after an ``::error::`` line; the CLI prints it and exits 4.
@@ -107,6 +111,10 @@ def _run(environ: Mapping[str, str], runner: Runner) -> int:
 
     inputs = read_inputs(environ)
     env = read_environment(environ)
+    if inputs.mode == "protect":
+        from bot.github.protection import run_protect
+
+        return run_protect(read_protect_inputs(environ), env.workspace, runner)
     event = read_event(env.event_name, env.event_path, sha=env.sha)
     workspace = env.workspace
     if environ.get("GITHUB_WORKSPACE"):

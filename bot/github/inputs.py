@@ -2,8 +2,11 @@
 
 The runner passes input ``foo-bar`` as the environment variable ``INPUT_FOO-BAR`` (upper-cased, hyphens kept).
 Each input is a kebab-case twin of a ``reefguard check`` flag where one exists (``registry``, ``probes``,
-``dtype``, ``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). Any value outside the
-documented ones raises ``ConfigError`` naming the input, before any work is done.
+``dtype``, ``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). In ``mode: protect`` the
+inputs are twins of ``reefguard protect`` (``base``, ``data``, ``validation``, ``out``, ``form``, ``weight``,
+``target-modules`` and every training setting, ``lambda`` for ``--lambda``) and of ``reefguard verify-protection``
+(``other``, ``other-data``, ``base-model-id``). Any value outside the documented ones raises ``ConfigError`` naming
+the input, before any work is done.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.errors import ConfigError
 from bot.exit_codes import FAIL_ON
 from bot.reef.loading import DTYPES
+from bot.trap2.config import FORMS, TRAINING_FLAGS, WEIGHTS, ProtectConfig
 
 # "fail-on-detection" reads naturally as a boolean too.
 FAIL_ON_ALIASES = {"true": "derived", "false": "never"}
@@ -33,8 +38,23 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
-# The defaults, as action.yml declares them (a test keeps the two in step).
+MODES = ("check", "protect")
+_PROTECT_DEFAULTS = ProtectConfig()
+# The defaults, as action.yml declares them (a test keeps the two in step). An empty training setting means the
+# `reefguard protect` default, so the numbers live in one place (bot/trap2/config.py).
 DEFAULTS = {
+    "mode": "check",
+    "base": "",
+    "data": "",
+    "validation": "",
+    "out": "reefguard-protect",
+    "form": _PROTECT_DEFAULTS.form,
+    "weight": _PROTECT_DEFAULTS.weight,
+    **{flag.removeprefix("--"): "" for flag, _, _, _ in TRAINING_FLAGS},
+    "target-modules": "",
+    "other": "",
+    "other-data": "",
+    "base-model-id": "",
     "registry": "fingerprints",
     "paths": "",
     "probes": "default",
@@ -64,9 +84,11 @@ class ActionInputs:
         max_model_bytes: the largest total weight size checked; None for no limit.
         report_dir: where report files are written, relative to the workspace.
         open_issue, comment_on_pr, annotate_card: which posts the bot may make.
+        mode: ``check`` (fingerprint and report) or ``protect`` (``ProtectInputs``).
     """
 
     token: str = field(repr=False)
+    mode: str
     registry: str
     paths: tuple[str, ...]
     probes: str
@@ -77,6 +99,31 @@ class ActionInputs:
     open_issue: bool
     comment_on_pr: bool
     annotate_card: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectInputs:
+    """The inputs of ``mode: protect``, validated; every path is relative to the workspace.
+
+    Attributes:
+        base: the base model folder or ``.gguf`` file (``reefguard protect BASE``).
+        data: training text files (``--data``).
+        validation: validation text files (``--validation``); the release is verified on them too.
+        out: the folder for the updates, the report and the release (``--out``).
+        others: other updates of the base for the merge attacks (``verify-protection --other``).
+        other_data: validation text of each other update's task, same order (``--other-data``).
+        base_model_id: the base's Hub id for the model card (``--base-model-id``), or None.
+        config: the training settings.
+    """
+
+    base: str
+    data: tuple[str, ...]
+    validation: tuple[str, ...]
+    out: str
+    others: tuple[str, ...]
+    other_data: tuple[str, ...]
+    base_model_id: str | None
+    config: ProtectConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +215,62 @@ def _relative(value: str, name: str) -> str:
     return path.as_posix()
 
 
+def _paths(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A one-per-line list of workspace paths (blank lines and ``#`` comments skipped)."""
+    lines = (line.strip() for line in _raw(environ, name).splitlines())
+    return tuple(_relative(line, name) for line in lines if line and not line.startswith("#"))
+
+
+def _number(environ: Mapping[str, str], name: str, kind: type) -> float | int | None:
+    value = _raw(environ, name)
+    if not value:
+        return None
+    try:
+        return int(value) if kind is int else float(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"input {name}: {value!r} is not {what}", key=name) from None
+
+
+def read_protect_inputs(environ: Mapping[str, str]) -> ProtectInputs:
+    """Validate the ``INPUT_*`` variables of ``mode: protect`` into ``ProtectInputs``.
+
+    Raises:
+        ConfigError: a missing base, data or validation text, a path outside the workspace, a setting that is not
+            a number or that ``ProtectConfig`` refuses, or ``other-data`` not matching ``other``; naming the input.
+    """
+    base = _raw(environ, "base")
+    if not base:
+        raise ConfigError("input base: mode protect needs the base model (a folder or .gguf file)", key="base")
+    data, validation = _paths(environ, "data"), _paths(environ, "validation")
+    for name, files in (("data", data), ("validation", validation)):
+        if not files:
+            raise ConfigError(f"input {name}: mode protect needs {name} text files, one per line", key=name)
+    others, other_data = _paths(environ, "other"), _paths(environ, "other-data")
+    if other_data and len(other_data) != len(others):
+        raise ConfigError(f"input other-data: {len(other_data)} files for {len(others)} other updates; give one "
+                          "per update, in the same order", key="other-data")  # fmt: skip
+    settings: dict[str, Any] = {field_name: value for flag, field_name, kind, _ in TRAINING_FLAGS
+                                if (value := _number(environ, flag.removeprefix("--"), kind)) is not None}  # fmt: skip
+    settings.update(form=_choice(environ, "form", FORMS), weight=_choice(environ, "weight", WEIGHTS),
+                    target_modules=tuple(_raw(environ, "target-modules").split()))  # fmt: skip
+    try:
+        config = ProtectConfig(**settings)
+    except ConfigError as e:
+        name = (e.key or "").removeprefix("--")
+        raise ConfigError(f"input {str(e).removeprefix('--')}", key=name) from None
+    return ProtectInputs(
+        base=_relative(base, "base"),
+        data=data,
+        validation=validation,
+        out=_relative(_raw(environ, "out"), "out"),
+        others=others,
+        other_data=other_data,
+        base_model_id=_raw(environ, "base-model-id") or None,
+        config=config,
+    )
+
+
 def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
     """Validate the ``INPUT_*`` variables of ``environ`` into ``ActionInputs``.
 
@@ -182,16 +285,12 @@ def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
             f"(known: {', '.join(FAIL_ON)}; true means derived, false means never)",
             key="fail-on-detection",
         )
-    paths = tuple(
-        _relative(line.strip(), "paths")
-        for line in _raw(environ, "paths").splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    )
     probes = _raw(environ, "probes")
     return ActionInputs(
         token=environ.get(input_variable("token"), "").strip(),
+        mode=_choice(environ, "mode", MODES),
         registry=_relative(_raw(environ, "registry"), "registry"),
-        paths=paths,
+        paths=_paths(environ, "paths"),
         probes=probes if probes == "default" else _relative(probes, "probes"),
         dtype=_choice(environ, "dtype", DTYPES),
         fail_on=fail_on,

@@ -51,4 +51,4 @@ def test_defaults_match_action_yml() -> None:
     declared = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
     assert declared.pop("token") == "${{ github.token }}"
     assert declared == DEFAULTS
-    assert set(action["outputs"]) == {"verdict", "report", "matches"}
+    assert set(action["outputs"]) == {"verdict", "report", "matches", "release", "protection"}
