@@ -51,6 +51,7 @@ from demo.make_models import code_corpus, new_model, prose_corpus, train, train_
 
 ZOO_DIR = REPO / ".cache" / "zoo"
 DEMO_MODELS = REPO / "demo" / "models"
+BUILD_TIMES = "build_seconds.json"  # in the zoo folder: how long each member took to build, when it was built
 MERGEKIT_YAML = REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"
 MERGEKIT_SETUP = "python3 -m venv .venv-mergekit && .venv-mergekit/bin/pip install torch==2.13.0 mergekit==0.1.5"
 SOURCE_STEPS, TUNE_STEPS = 600, 200  # as demo/make_models.py: enough for distinct, non-trivial models
@@ -442,17 +443,23 @@ def _add_bpe_tokenizer(writer: Any, tokenizer: Any) -> None:
 # ---- merges ----------------------------------------------------------------------------------------------------
 
 
-def mergekit(method: str, models: tuple[str, ...], base: str | None, shop: Workshop, out: Path) -> None:
-    """Merge with mergekit's ``mergekit-yaml`` (its own virtualenv), equal weights, density 0.5 where used."""
+def mergekit(
+    method: str, models: tuple[str, str], base: str | None, weights: tuple[float, float], shop: Workshop, out: Path
+) -> None:
+    """Merge two models with mergekit's ``mergekit-yaml`` (its own virtualenv); density 0.5 for TIES and DARE;
+    slerp goes ``weights[1]`` of the way from the first model to the second."""
     if not MERGEKIT_YAML.is_file():
         raise FileNotFoundError(f"{MERGEKIT_YAML} is missing; set it up with: {MERGEKIT_SETUP}")
-    parameters = {"weight": 0.5} | ({"density": 0.5} if method in ("ties", "dare_ties") else {})
+    density = {"density": 0.5} if method in ("ties", "dare_ties") else {}
     config: dict[str, Any] = {"merge_method": method, "dtype": "float32"}
     if method == "slerp":
-        config |= {"base_model": str(shop.path(models[0])), "parameters": {"t": 0.5}}
+        config |= {"base_model": str(shop.path(models[0])), "parameters": {"t": weights[1]}}
         config["models"] = [{"model": str(shop.path(m))} for m in models]
     else:
-        config["models"] = [{"model": str(shop.path(m)), "parameters": parameters} for m in models]
+        config["models"] = [
+            {"model": str(shop.path(m)), "parameters": {"weight": w} | density}
+            for m, w in zip(models, weights, strict=True)
+        ]
         if base:
             config["base_model"] = str(shop.path(base))
     spec = out.parent / f"{out.name}.yaml"
@@ -498,34 +505,40 @@ def recipes() -> list[Recipe]:
     plan += _derivatives("gpt2-prose", other_corpus="code", seed=100)
     plan += _derivatives("llama-code", other_corpus="prose", seed=200, gguf=True)
     plan += _derivatives("qwen2-prose", other_corpus="code", seed=300)
+    plan += _fine_tune_merges("gpt2-prose", other_corpus="code", seed=100)
+    plan += _fine_tune_merges("llama-code", other_corpus="prose", seed=200)
     a, b = "llama-code", "llama-code-b"
     plan += [
         Recipe(f"{b}--ft-prose", "positive", "full fine-tune on prose", partial(fine_tune, b, "prose", 401), (b,)),
-        Recipe(
-            f"{b}--int4",
-            "positive",
-            "4-bit absmax round trip, groups of 32",
-            partial(quantize_dequantize, b, 4, 32),
-            (b,),
-        ),
-        Recipe(f"{a}--ft-docs", "positive", "full fine-tune on help topics", partial(fine_tune, a, "docs", 202), (a,)),
-    ]
-    tuned = (f"{a}--ft-prose", f"{a}--ft-docs")
-    for method in MERGE_METHODS:
-        how = f"mergekit {method} of its prose and docs fine-tunes"
-        make = partial(mergekit, method, tuned, a if method in BASED_MERGES else None)
-        plan.append(Recipe(f"{a}--merge-{method}", "positive", how, make, (a,)))
-    for method in ("linear", "slerp"):
-        how = f"mergekit {method} of two unrelated sources, half each"
-        plan.append(
-            Recipe(f"merge-{method}-{a}-and-b", "positive", how, partial(mergekit, method, (a, b), None), (a, b))
-        )
+        Recipe(f"{b}--int4", "positive", "4-bit absmax round trip, groups of 32",
+               partial(quantize_dequantize, b, 4, 32), (b,)),
+    ]  # fmt: skip
+    unrelated_merges = (
+        (f"merge-linear-{a}-and-b", "linear", (0.5, 0.5)),
+        (f"merge-slerp-{a}-and-b", "slerp", (0.5, 0.5)),
+        (f"merge-linear-70-30-{a}-and-b", "linear", (0.7, 0.3)),
+    )
+    for name, method, weights in unrelated_merges:
+        how = f"mergekit {method} of two unrelated sources, {weights[0]:g} / {weights[1]:g}"
+        plan.append(Recipe(name, "positive", how, partial(mergekit, method, (a, b), None, weights), (a, b)))
     plan += [
         Recipe("distill-gpt2-prose", "distilled", "fresh GPT-2 trained on gpt2-prose's logits (KL)",
                partial(distill, "gpt2-prose", "gpt2", 32), ("gpt2-prose",)),
         Recipe("distill-llama-code-qwen2", "distilled", "fresh Qwen2 trained on llama-code's logits (KL)",
                partial(distill, a, "qwen2", 33), (a,)),
     ]  # fmt: skip
+    return plan
+
+
+def _fine_tune_merges(source: str, *, other_corpus: str, seed: int) -> list[Recipe]:
+    """A second fine-tune (on the help topics), and mergekit merges of it with the first by every method."""
+    tuned = (f"{source}--ft-{other_corpus}", f"{source}--ft-docs")
+    plan = [Recipe(tuned[1], "positive", "full fine-tune on help topics", partial(fine_tune, source, "docs", seed + 3),
+                   (source,))]  # fmt: skip
+    for method in MERGE_METHODS:
+        how = f"mergekit {method} of its {other_corpus} and docs fine-tunes"
+        make = partial(mergekit, method, tuned, source if method in BASED_MERGES else None, (0.5, 0.5))
+        plan.append(Recipe(f"{source}--merge-{method}", "positive", how, make, (source,)))
     return plan
 
 
@@ -561,11 +574,7 @@ def demo_references() -> list[Member]:
 
 
 def build_zoo(folder: Path = ZOO_DIR) -> list[Member]:
-    """Build whatever is missing and return every member, references included.
-
-    Each model is made in a hidden scratch folder and renamed into place when complete, so an interrupted
-    build never leaves a half-written model that a rerun would keep.
-    """
+    """Build whatever is missing and return every member, references included."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
@@ -577,16 +586,30 @@ def build_zoo(folder: Path = ZOO_DIR) -> list[Member]:
     for recipe in recipes():
         final = folder / recipe.name
         if not final.is_dir():
-            started = time.perf_counter()
-            scratch = folder / f".{recipe.name}.partial"
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir()
-            recipe.make(shop, scratch)
-            scratch.rename(final)
-            logger.info("built %s in %.0f s", recipe.name, time.perf_counter() - started)
+            _build(recipe, shop, final)
         path = final / recipe.artifact if recipe.artifact else final
         members.append(Member(recipe.name, recipe.kind, recipe.how, recipe.sources, path))
     return members + demo_references()
+
+
+def _build(recipe: Recipe, shop: Workshop, final: Path) -> None:
+    """Make one member in a hidden scratch folder and rename it into place when complete (so an interrupted
+    build never leaves a half-written model that a rerun would keep); record how long it took."""
+    started = time.perf_counter()
+    scratch = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    recipe.make(shop, scratch)
+    scratch.rename(final)
+    seconds = build_seconds(final.parent) | {recipe.name: round(time.perf_counter() - started, 1)}
+    (final.parent / BUILD_TIMES).write_text(json.dumps(seconds, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("built %s in %.0f s", recipe.name, seconds[recipe.name])
+
+
+def build_seconds(folder: Path = ZOO_DIR) -> dict[str, float]:
+    """How long each member took to build, as recorded when it was built (one thread, on this machine)."""
+    times_file = folder / BUILD_TIMES
+    return json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
 
 
 def main() -> None:
