@@ -32,22 +32,26 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    least ``MIN_SHARED`` anchor tokens, and the source has ``MIN_NULL`` unrelated entries to compare with,
    the weights decide that source instead of CKA: the alignment score gets the same prediction p-value
    against the source's null (rule 3) and the same kind of ceiling (rule 4, over weight scores), and must
-   also reach ``WEIGHT_FLOOR`` (0.65). Representations cannot tell a fine-tune from an independent model
-   of the same architecture and data; the weights separate them by tens of standard deviations (demo:
-   0.98 against 0.44-0.56). The floor is there because a registry rarely holds the hardest null: two
-   GPT-2 seeds on the same data and tokenizer score 0.56, four standard deviations above the
-   cross-architecture pairs (0.44-0.52), so without a same-architecture, same-data entry in the null
-   their p-value alone would accuse. An inherited unit correlates at 0.9 or more; an equal average of two
-   unrelated models keeps 1/√2 ≈ 0.71 of each, which the floor still admits. Where the weights fall short
-   but CKA is significant, the source is inconclusive, not a match: the suspect computes like the source
-   without its weights (a distilled student, or convergent training), which is not evidence of copying.
+   also reach ``WEIGHT_FLOOR`` (0.8). Representations cannot tell a fine-tune from an independent model
+   of the same architecture and data; the weights separate them by tens of standard deviations (lineage
+   zoo: every derivative 0.97 or more, every independent model 0.53 or less). The floor is there because
+   a registry rarely holds the hardest null: two GPT-2 seeds on the same data and tokenizer score 0.56 on
+   the demo models, four standard deviations above the cross-architecture pairs (0.44-0.52), and briefly
+   trained same-data models reach 0.74 (bench/calibration.py), so without such a twin in the null their
+   p-value alone could accuse. A merge's components are judged on what the other components leave
+   (rule 6), where they score near 1.0 although each correlates only 0.72 with the merge. Where the
+   weights fall short but CKA is significant, the source is inconclusive, not a match: the suspect
+   computes like the source without its weights (a distilled student, or convergent training), which is
+   not evidence of copying.
    Without weight evidence (other tokenizer families, old entries) rules 1-4 decide alone. The Holm
    adjustment runs over each source's deciding p-value (``p_fused``), and every match says which evidence
    carried it.
-6. **Further merge sources.** A merge's minor source correlates weakly with the merge (a 0.4 share: about
-   0.55). Once the weights match some sources, the suspect's rows less their fitted share are aligned with
-   every other source, judged by rule 5 against the same null, and replace that source's direct weight
-   evidence where stronger (``WeightEvidence.net_of`` names what was taken out). ``Report.merge_coefficients``
+6. **Merge components.** A merge correlates only partly with each component (an equal two-way average:
+   about 0.72; a 0.4 share: 0.55). Each source is also aligned with the suspect's rows less the fitted
+   share (non-negative least squares) of the other *candidates*, the sources whose weight p-value is under
+   alpha, and that evidence replaces the direct one where stronger (``WeightEvidence.net_of`` names what was
+   taken out); a source that becomes significant joins the candidates, until nothing changes. A merge's
+   components then score near 1.0; an independent model gains nothing. ``Report.merge_coefficients``
    gives each named source's share.
 """
 
@@ -71,7 +75,7 @@ ALIGN_WINDOW = 0.1
 MIN_NULL = 3
 DEFAULT_ALPHA = 0.01
 UNRELATED_P = 0.1
-WEIGHT_FLOOR = 0.65
+WEIGHT_FLOOR = 0.8
 _MAX_ATANH_INPUT = 1 - 1e-7
 
 
@@ -548,15 +552,16 @@ def compare(
                 "null_mean": float(null.mean()) if len(null) else None,
                 "above_ceiling": ceiling is None or score > ceiling,
                 "weight_null": weight_null,
-                "weights": _weight_evidence(source.anchors, fp.anchors, weight_null),
+                "direct_weights": _weight_evidence(source.anchors, fp.anchors, weight_null),
             }
         )
+    for item in evidence:
+        item["weights"] = item["direct_weights"]
+    _look_for_more_sources(evidence, fp, alpha)
     matches = _judge(evidence, fp, alpha, weight_ceiling)
-    if _look_for_more_sources(evidence, matches, fp):
-        matches = _judge(evidence, fp, alpha, weight_ceiling)
     sources_by_name = {entries[index].name: entries[index] for index in sources}
     verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceiling)
-    coefficients, fit = _merge_shares(fp, [sources_by_name[name] for name in named], matches)
+    coefficients, fit = _merge_shares(fp, [sources_by_name[name] for name in named])
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
@@ -596,35 +601,56 @@ def _judge(
     )
 
 
-def _look_for_more_sources(evidence: Sequence[dict[str, Any]], matches: Sequence[SourceMatch], fp: Fingerprint) -> bool:
-    """Rule 6: align the suspect's rows, less the share of the sources its weights matched, with the others.
+def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float) -> None:
+    """Rule 6: align each source with what the other candidate sources leave of the suspect's rows.
 
-    A merge's minor source (a 0.4 share correlates only about 0.55 with the merge) stands out once the major
-    one's share is gone. Each unmatched source's weight evidence is replaced by the residual's where that is
-    stronger; returns whether any was.
+    Candidates are the sources whose weight p-value is under ``alpha``; they are fitted together (strongest
+    direct alignment first, ``bot.reef.weights.fit_sources``), and each source is aligned with the suspect's
+    rows less the other candidates' terms. A merge's components each stand out once the others are gone (an
+    equal average correlates about 0.72 with each, what one leaves about 1.0), while an independent model
+    gains nothing. A source's weight evidence is replaced where the residual's is stronger, and it joins the
+    candidates when
+    that reaches ``alpha``; repeated until nothing changes.
     """
-    matched = {m.source for m in matches if m.verdict is Verdict.DERIVED and m.evidence is not Evidence.REPRESENTATIONS}
-    found = [item["source"].anchors for item in evidence if item["source"].name in matched]
-    if not found or fp.anchors is None:
-        return False
-    fit = fit_sources(fp.anchors, found)
-    if fit is None:
-        return False
-    net_of = tuple(sorted(matched))
-    changed = False
-    for item in evidence:
-        if item["source"].name in matched:
-            continue
-        residual = _weight_evidence(item["source"].anchors, fit.residual, item["weight_null"], net_of=net_of)
-        current: WeightEvidence | None = item["weights"]
-        if (
-            residual is not None
-            and residual.p_value is not None
-            and (current is None or current.p_value is None or residual.p_value < current.p_value)
-        ):
-            item["weights"] = residual
-            changed = True
-    return changed
+    if fp.anchors is None:
+        return
+    comparable = [item for item in evidence if item["source"].anchors is not None and len(item["weight_null"])]
+    for _ in range(len(comparable)):
+        candidates = sorted((item for item in comparable if _significant(item, alpha)), key=_direct_score, reverse=True)
+        fit = fit_sources(fp.anchors, [item["source"].anchors for item in candidates]) if candidates else None
+        if fit is None:
+            return
+        changed = False
+        for item in comparable:
+            others = [c["source"].name for c in candidates if c is not item]
+            if not others:
+                continue
+            left = fit.residual.rows
+            if item in candidates:
+                left = left + fit.parts[candidates.index(item)].rows
+            found = _weight_evidence(
+                item["source"].anchors, Anchors(fit.residual.tokens, left), item["weight_null"], net_of=tuple(others)
+            )
+            if found is not None and found.p_value is not None and found.score > _weight_score(item):
+                item["weights"] = found
+                changed = True
+        if not changed:
+            return
+
+
+def _significant(item: dict[str, Any], alpha: float) -> bool:
+    weights: WeightEvidence | None = item["weights"]
+    return weights is not None and weights.p_value is not None and weights.p_value < alpha
+
+
+def _weight_score(item: dict[str, Any]) -> float:
+    weights: WeightEvidence | None = item["weights"]
+    return -1.0 if weights is None else weights.score
+
+
+def _direct_score(item: dict[str, Any]) -> float:
+    weights: WeightEvidence | None = item["direct_weights"]
+    return -1.0 if weights is None else weights.score
 
 
 def _weight_null(source: Fingerprint, entries: Sequence[Fingerprint], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -660,23 +686,22 @@ def _weight_evidence(
     )
 
 
-def _merge_shares(
-    fp: Fingerprint, named: Sequence[Fingerprint], matches: Sequence[SourceMatch]
-) -> tuple[dict[str, float], float | None]:
+def _merge_shares(fp: Fingerprint, named: Sequence[Fingerprint]) -> tuple[dict[str, float], float | None]:
     """Each named source's share of the suspect's anchor rows, when every one of them has anchors.
 
-    Sources matched directly are fitted first, strongest first, then those found in the residual (rule 6).
+    The sources are fitted strongest first, by their direct alignment with the suspect (a minor component
+    aligns well only with what the major one leaves).
     """
-    if not named or fp.anchors is None or any(source.anchors is None for source in named):
+    suspect = fp.anchors
+    if not named or suspect is None or any(source.anchors is None for source in named):
         return {}, None
-    weights = {m.source: m.weights for m in matches}
 
-    def order(source: Fingerprint) -> tuple[bool, float]:
-        found = weights.get(source.name)
-        return (True, 0.0) if found is None else (bool(found.net_of), -found.score)
+    def direct(source: Fingerprint) -> float:
+        found = align(source.anchors, suspect) if source.anchors is not None else None
+        return -1.0 if found is None else found.score
 
-    ordered = sorted(named, key=order)
-    fit = fit_sources(fp.anchors, [source.anchors for source in ordered if source.anchors is not None])
+    ordered = sorted(named, key=direct, reverse=True)
+    fit = fit_sources(suspect, [source.anchors for source in ordered if source.anchors is not None])
     if fit is None:
         return {}, None
     return {source.name: share for source, share in zip(ordered, fit.shares, strict=True)}, fit.r2

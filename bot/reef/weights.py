@@ -185,11 +185,14 @@ class SourceFit:
         r2: the share of the rows' variance the mix explains.
         residual: the suspect's rows less the mix, on the tokens every model shares: what another merged
             source would have to explain.
+        parts: each source's term of the mix (its share times its aligned rows), on the same tokens; the
+            residual plus one part is what the other sources leave.
     """
 
     shares: tuple[float, ...]
     r2: float
     residual: Anchors
+    parts: tuple[Anchors, ...]
 
 
 def fit_sources(suspect: Anchors, sources: Sequence[Anchors]) -> SourceFit | None:
@@ -228,8 +231,16 @@ def fit_sources(suspect: Anchors, sources: Sequence[Anchors]) -> SourceFit | Non
         shares, _ = nnls(design, goal)
         left = goal - design @ shares
     total = float(np.sum((goal - goal.mean()) ** 2))
-    residual = Anchors(kept, left.reshape(target.rows.shape).astype(np.float32))
-    return SourceFit(tuple(float(w) for w in shares), 1.0 - float(left @ left) / total if total > 0 else 0.0, residual)
+    shape = target.rows.shape
+    return SourceFit(
+        shares=tuple(float(w) for w in shares),
+        r2=1.0 - float(left @ left) / total if total > 0 else 0.0,
+        residual=Anchors(kept, left.reshape(shape).astype(np.float32)),
+        parts=tuple(
+            Anchors(kept, (w * column).reshape(shape).astype(np.float32))
+            for w, column in zip(shares, columns, strict=True)
+        ),
+    )
 
 
 def _restricted(anchors: Anchors, tokens: Sequence[str]) -> Anchors:

@@ -36,11 +36,14 @@ def linear_merge(first: Path, second: Path, share: float, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fingerprints(few_probes: ProbeSet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
-    """Every demo model, and a 0.6 / 0.4 merge of the two GPT-2 code models, on the first 32 probes."""
-    merged = linear_merge(
-        DEMO_MODELS / "ref-gpt2-code", DEMO_MODELS / "ref-gpt2-code-b", 0.6, tmp_path_factory.mktemp("merge")
-    )
-    paths = {path.name: path for path in DEMO_MODELS.iterdir() if path.is_dir()} | {"merged": merged}
+    """Every demo model, and 0.6 / 0.4 and 0.5 / 0.5 merges of the two GPT-2 code models, on the first 32 probes."""
+    merges = {
+        f"merged-{share}": linear_merge(
+            DEMO_MODELS / "ref-gpt2-code", DEMO_MODELS / "ref-gpt2-code-b", share, tmp_path_factory.mktemp("merge")
+        )
+        for share in (0.6, 0.5)
+    }
+    paths = {path.name: path for path in DEMO_MODELS.iterdir() if path.is_dir()} | merges
     return {
         name: fingerprint_model(load_model(path), few_probes, name=name, model=str(path))
         for name, path in paths.items()
@@ -76,15 +79,19 @@ def test_same_architecture_data_and_tokenizer_other_seed_is_not_derived(
     assert match.weights.score < WEIGHT_FLOOR
 
 
+@pytest.mark.parametrize("share", [0.6, 0.5])
 def test_a_merge_of_two_unrelated_sources_names_both_with_their_shares(
-    fingerprints: dict[str, Fingerprint],
+    fingerprints: dict[str, Fingerprint], share: float
 ) -> None:
-    report = compare(fingerprints["merged"], registry(fingerprints, ("ref-gpt2-code", "ref-gpt2-code-b")))
+    sources = ("ref-gpt2-code", "ref-gpt2-code-b")
+    report = compare(fingerprints[f"merged-{share}"], registry(fingerprints, sources))
     assert report.verdict is Verdict.MERGED
-    assert set(report.sources) == {"ref-gpt2-code", "ref-gpt2-code-b"}
-    assert report.merge_coefficients["ref-gpt2-code"] == pytest.approx(0.6, abs=0.05)
-    assert report.merge_coefficients["ref-gpt2-code-b"] == pytest.approx(0.4, abs=0.05)
+    assert set(report.sources) == set(sources)
+    assert report.merge_coefficients["ref-gpt2-code"] == pytest.approx(share, abs=0.05)
+    assert report.merge_coefficients["ref-gpt2-code-b"] == pytest.approx(1 - share, abs=0.05)
     assert report.merge_fit is not None and report.merge_fit > 0.95
+    for match in report.matches[:2]:  # each judged on what the other leaves, where it is whole again
+        assert match.weights is not None and match.weights.score > 0.95 and match.weights.net_of
 
 
 def test_same_representations_without_the_weights_is_inconclusive(fingerprints: dict[str, Fingerprint]) -> None:
