@@ -65,7 +65,11 @@ class Case:
             "kind": self.member.kind,
             "how": self.member.how,
             "true_sources": list(self.member.sources),
-            "report": {**self.report, "matches": matches},
+            "report": {
+                **self.report,
+                "suspect_model": _repo_relative(self.report["suspect_model"]),
+                "matches": matches,
+            },
             "reef_only_verdict": self.reef_report["verdict"],
         }
 
@@ -74,6 +78,11 @@ class Case:
         if self.member.kind == "positive":
             return report["verdict"] in FOUND and set(report["sources"]) == set(self.member.sources)
         return report["verdict"] not in FOUND
+
+
+def _repo_relative(path: str) -> str:
+    """A zoo path relative to the repository, so the committed results do not name this machine's folders."""
+    return str(Path(path).relative_to(REPO)) if Path(path).is_relative_to(REPO) else path
 
 
 def pair_p_values(match: dict[str, Any]) -> dict[str, float | None]:
@@ -173,6 +182,11 @@ def _p(value: float | None) -> str:
     return "–" if value is None else f"{value:.1e}"
 
 
+def _merge_shares(report: dict[str, Any]) -> str:
+    shares = report.get("merge_coefficients") or {}
+    return ", ".join(f"{source} {share:.2f}" for source, share in shares.items()) or "–"
+
+
 def case_rows(cases: Sequence[Case]) -> list[list[str]]:
     rows = []
     for case in cases:
@@ -184,12 +198,13 @@ def case_rows(cases: Sequence[Case]) -> list[list[str]]:
             case.report["verdict"], ", ".join(case.named) or "–", case.reef_report["verdict"],
             match.get("source", "–"), "–" if score is None else f"{score:.3f}",
             _p(p["p_reef"]), _p(p["p_weights"]), _p(p["p_fused"]), str(match.get("evidence", "–")),
+            _merge_shares(case.report),
         ])  # fmt: skip
     return rows
 
 
 HEADER = ["case", "kind", "true source(s)", "verdict", "named", "REEF-only verdict", "row's source", "REEF score",
-          "REEF p", "weight p", "fused p", "evidence"]  # fmt: skip
+          "REEF p", "weight p", "fused p", "evidence", "merge coefficients"]  # fmt: skip
 
 
 def markdown(cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> str:

@@ -26,7 +26,6 @@ Qwen2 GGUF's tokenizer with Qwen2's pre-tokenizer, which splits digits different
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from demo.make_models import code_corpus, new_model, prose_corpus, train, train_tokenizer  # noqa: E402
+from demo.make_models import CONTEXT, code_corpus, new_model, prose_corpus, train, train_tokenizer  # noqa: E402
 
 ZOO_DIR = REPO / ".cache" / "zoo"
 DEMO_MODELS = REPO / "demo" / "models"
@@ -104,7 +104,6 @@ class Workshop:
 
     @cached_property
     def texts(self) -> dict[str, str]:
-        topics = importlib.import_module("pydoc_data.topics").topics
         return {"prose": prose_corpus(), "code": code_corpus(), "docs": "\n\n".join(topics[k] for k in sorted(topics))}
 
     @cached_property
@@ -125,10 +124,8 @@ class Workshop:
         """A finished member's model (float32, eval mode) and tokenizer."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = self.path(name)
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(
-            folder
-        )
+        model = AutoModelForCausalLM.from_pretrained(self.path(name), dtype=torch.float32)
+        return model.eval(), AutoTokenizer.from_pretrained(self.path(name))
 
     def ids_for(self, name: str, corpus: str) -> torch.Tensor:
         """``corpus`` in the tokenizer a member uses (its name's ``-prose`` / ``-code`` tokenizer)."""
@@ -182,7 +179,7 @@ def lora_merged(adapter: str, shop: Workshop, out: Path) -> None:
 
 
 def distill(teacher: str, arch: str, seed: int, shop: Workshop, out: Path) -> None:
-    """A fresh ``arch`` student trained only on the teacher's next-token distributions (KL), on its own data."""
+    """A fresh ``arch`` student trained only on the teacher's next-token distributions (KL) over its training text."""
     teacher_model, tokenizer = shop.load(teacher)
     student = new_model(arch, seed)
     ids = shop.ids_for(teacher, tokenizer_of(teacher))
@@ -190,8 +187,8 @@ def distill(teacher: str, arch: str, seed: int, shop: Workshop, out: Path) -> No
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3, weight_decay=0.01)
     student.train()
     for _ in range(SOURCE_STEPS):
-        starts = torch.randint(0, len(ids) - 65, (16,), generator=generator)
-        batch = torch.stack([ids[s : s + 64] for s in starts])
+        starts = torch.randint(0, len(ids) - CONTEXT - 1, (16,), generator=generator)
+        batch = torch.stack([ids[s : s + CONTEXT] for s in starts])
         with torch.no_grad():
             target = torch.log_softmax(teacher_model(input_ids=batch).logits, dim=-1).flatten(0, 1)
         predicted = torch.log_softmax(student(input_ids=batch).logits, dim=-1).flatten(0, 1)
