@@ -215,7 +215,7 @@ def _check(model: ModelFiles, inputs: ActionInputs, workspace: Path, registry: R
 
     probes = inputs.probes if inputs.probes == "default" else str(workspace / inputs.probes)
     logger.info("checking %s", model.path)
-    fp = fingerprint(str(workspace / model.path), probes=probes, dtype=inputs.dtype)
+    fp = fingerprint(str(workspace / model.path), probes=probes, dtype=inputs.dtype, extraction=inputs.extraction)
     fp = replace(fp, name=model.path, model=model.path)  # reports name the model by its path in the repository
     report = compare(fp, registry)
     folder = f"{inputs.report_dir}/{path_slug(model.path)}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.errors import ConfigError
 from bot.exit_codes import FAIL_ON
-from bot.reef.loading import DTYPES
+from bot.reef.loading import DTYPES, EXTRACTION_MODES
 from bot.trap2.config import FORMS, TRAINING_FLAGS, WEIGHTS, ProtectConfig
 
 # "fail-on-detection" reads naturally as a boolean too.
@@ -59,6 +59,7 @@ DEFAULTS = {
     "paths": "",
     "probes": "default",
     "dtype": "float32",
+    "extraction": "auto",
     "fail-on-detection": "derived",
     "max-model-size": "4GB",
     "report-dir": "reefguard-report",
@@ -80,6 +81,7 @@ class ActionInputs:
         paths: model folders or glob patterns; empty means "the folders whose weight files changed".
         probes: ``default`` or a probe file (``--probes``).
         dtype: the dtype weights are loaded in (``--dtype``).
+        extraction: ``auto``, ``stream`` or ``full`` (``--extraction``).
         fail_on: the verdict level that fails the step (``--fail-on``: derived, merged, inconclusive, never).
         max_model_bytes: the largest total weight size checked; None for no limit.
         report_dir: where report files are written, relative to the workspace.
@@ -93,6 +95,7 @@ class ActionInputs:
     paths: tuple[str, ...]
     probes: str
     dtype: str
+    extraction: str
     fail_on: str
     max_model_bytes: int | None
     report_dir: str
@@ -293,6 +296,7 @@ def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
         paths=_paths(environ, "paths"),
         probes=probes if probes == "default" else _relative(probes, "probes"),
         dtype=_choice(environ, "dtype", DTYPES),
+        extraction=_choice(environ, "extraction", EXTRACTION_MODES),
         fail_on=fail_on,
         max_model_bytes=parse_size(_raw(environ, "max-model-size")),
         report_dir=_relative(_raw(environ, "report-dir"), "report-dir"),

@@ -80,6 +80,7 @@ def test_model_over_max_model_size(
     [
         ("fail_on_detection", "sometimes", "input fail-on-detection: unknown value 'sometimes'"),
         ("dtype", "int4", "input dtype: unknown value 'int4' (known: float32, bfloat16, float16)"),
+        ("extraction", "lazy", "input extraction: unknown value 'lazy' (known: auto, stream, full)"),
         ("open_issue", "yes", "input open-issue: 'yes' is not a boolean"),
         ("max_model_size", "huge", "input max-model-size: 'huge' is not a size"),
         ("registry", "../elsewhere", "input registry: '../elsewhere' must be a path inside the repository"),
