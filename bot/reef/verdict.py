@@ -42,10 +42,9 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    (rule 6), where they score near 1.0 although each correlates only 0.72 with the merge. Where the
    weights fall short but CKA is significant, the source is inconclusive, not a match: the suspect
    computes like the source without its weights (a distilled student, or convergent training), which is
-   not evidence of copying.
-   Without weight evidence (other tokenizer families, old entries) rules 1-4 decide alone. The Holm
-   adjustment runs over each source's deciding p-value (``p_fused``), and every match says which evidence
-   carried it.
+   not evidence of copying. Without weight evidence (other tokenizer families, old entries) rules 1-4
+   decide alone. The Holm adjustment runs over each source's deciding p-value (``p_fused``), and every
+   match says which evidence carried it.
 6. **Merge components.** A merge correlates only partly with each component (an equal two-way average:
    about 0.72; a 0.4 share: 0.55). Each source is also aligned with the suspect's rows less the fitted
    share (non-negative least squares) of the other *candidates*, the sources whose weight p-value is under
@@ -561,7 +560,10 @@ def compare(
     matches = _judge(evidence, fp, alpha, weight_ceiling)
     sources_by_name = {entries[index].name: entries[index] for index in sources}
     verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceiling)
-    coefficients, fit = _merge_shares(fp, [sources_by_name[name] for name in named])
+    direct = {item["source"].name: _score(item["direct_weights"]) for item in evidence}
+    coefficients, fit = _merge_shares(
+        fp, sorted((sources_by_name[name] for name in named), key=lambda s: -direct[s.name])
+    )
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
@@ -609,14 +611,17 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
     rows less the other candidates' terms. A merge's components each stand out once the others are gone (an
     equal average correlates about 0.72 with each, what one leaves about 1.0), while an independent model
     gains nothing. A source's weight evidence is replaced where the residual's is stronger, and it joins the
-    candidates when
-    that reaches ``alpha``; repeated until nothing changes.
+    candidates when that reaches ``alpha``; repeated until nothing changes.
     """
     if fp.anchors is None:
         return
     comparable = [item for item in evidence if item["source"].anchors is not None and len(item["weight_null"])]
     for _ in range(len(comparable)):
-        candidates = sorted((item for item in comparable if _significant(item, alpha)), key=_direct_score, reverse=True)
+        candidates = sorted(
+            (item for item in comparable if _significant(item, alpha)),
+            key=lambda item: _score(item["direct_weights"]),
+            reverse=True,
+        )
         fit = fit_sources(fp.anchors, [item["source"].anchors for item in candidates]) if candidates else None
         if fit is None:
             return
@@ -631,7 +636,7 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
             found = _weight_evidence(
                 item["source"].anchors, Anchors(fit.residual.tokens, left), item["weight_null"], net_of=tuple(others)
             )
-            if found is not None and found.p_value is not None and found.score > _weight_score(item):
+            if found is not None and found.p_value is not None and found.score > _score(item["weights"]):
                 item["weights"] = found
                 changed = True
         if not changed:
@@ -643,13 +648,7 @@ def _significant(item: dict[str, Any], alpha: float) -> bool:
     return weights is not None and weights.p_value is not None and weights.p_value < alpha
 
 
-def _weight_score(item: dict[str, Any]) -> float:
-    weights: WeightEvidence | None = item["weights"]
-    return -1.0 if weights is None else weights.score
-
-
-def _direct_score(item: dict[str, Any]) -> float:
-    weights: WeightEvidence | None = item["direct_weights"]
+def _score(weights: WeightEvidence | None) -> float:
     return -1.0 if weights is None else weights.score
 
 
@@ -686,22 +685,15 @@ def _weight_evidence(
     )
 
 
-def _merge_shares(fp: Fingerprint, named: Sequence[Fingerprint]) -> tuple[dict[str, float], float | None]:
+def _merge_shares(fp: Fingerprint, ordered: Sequence[Fingerprint]) -> tuple[dict[str, float], float | None]:
     """Each named source's share of the suspect's anchor rows, when every one of them has anchors.
 
-    The sources are fitted strongest first, by their direct alignment with the suspect (a minor component
-    aligns well only with what the major one leaves).
+    ``ordered`` goes strongest direct alignment first: a minor component aligns well only with what the major
+    one leaves.
     """
-    suspect = fp.anchors
-    if not named or suspect is None or any(source.anchors is None for source in named):
+    if not ordered or fp.anchors is None or any(source.anchors is None for source in ordered):
         return {}, None
-
-    def direct(source: Fingerprint) -> float:
-        found = align(source.anchors, suspect) if source.anchors is not None else None
-        return -1.0 if found is None else found.score
-
-    ordered = sorted(named, key=direct, reverse=True)
-    fit = fit_sources(suspect, [source.anchors for source in ordered if source.anchors is not None])
+    fit = fit_sources(fp.anchors, [source.anchors for source in ordered if source.anchors is not None])
     if fit is None:
         return {}, None
     return {source.name: share for source, share in zip(ordered, fit.shares, strict=True)}, fit.r2

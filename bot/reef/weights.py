@@ -101,13 +101,14 @@ def anchors_of(loaded: LoadedModel, texts: Sequence[str]) -> Anchors:
         counts.update(ids)
     special = set(tokenizer.all_special_ids)
     ranked = sorted((token for token in counts if token not in special), key=lambda t: (-counts[t], t))
+    wanted = anchor_count(loaded.hidden_size)
     picked: list[int] = []
     spelled: dict[str, int] = {}
     for token, spelling in zip(ranked, tokenizer.convert_ids_to_tokens(ranked), strict=True):
         if spelling is not None and spelling not in spelled:
             spelled[spelling] = token
             picked.append(token)
-        if len(picked) == anchor_count(loaded.hidden_size):
+        if len(picked) == wanted:
             break
     rows = _embedding_rows(loaded.model, torch.tensor(picked, dtype=torch.long))
     stored = rows.float().numpy().astype(np.float16).astype(np.float32)
