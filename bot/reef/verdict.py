@@ -312,8 +312,8 @@ class _Grids:
 
 # Grams prepared per group are stacked this many bytes at a time (float64), to bound the temporary copies.
 _PREPARE_CHUNK_BYTES = 8 << 20
-# Null grids are computed for this many source rows at a time: (rows x all registry rows) float64.
-_NULL_CHUNK_ROWS = 256
+# Null scores are computed for this many sources at a time: (sources x entries) float64 per block pair.
+_NULL_CHUNK_SOURCES = 256
 
 
 class _Stack:
@@ -375,46 +375,53 @@ class _Stack:
     def null_scores(
         self, sources: Sequence[int], others: range, masks: Sequence[NDArray[np.bool_]]
     ) -> list[NDArray[np.float64]]:
-        """For each source, its aligned scores against the ``others`` its mask keeps, in ``others``' order."""
+        """For each source, its aligned scores against the ``others`` its mask keeps, in ``others``' order.
+
+        Only the (source block, entry block) pairs that ``aligned_score`` compares are computed: for models of
+        equal depth, one entry block per source block instead of all of them.
+        """
         groups = self._depth_groups(others)
-        everyone = self.rows[self.starts[others.start] : self.starts[others.stop]]
         scores: dict[int, NDArray[np.float64]] = {}
         by_depths: dict[bytes, list[int]] = {}
         for position, source in enumerate(sources):
             by_depths.setdefault(self.depths[source].tobytes(), []).append(position)
         for positions in by_depths.values():
             source_depths = self.depths[sources[positions[0]]]
-            n_rows = len(source_depths)
-            per_chunk = max(1, _NULL_CHUNK_ROWS // n_rows)
-            for first in range(0, len(positions), per_chunk):
-                chunk = positions[first : first + per_chunk]
-                source_rows = np.concatenate([self.block(sources[p]) for p in chunk])
-                grids = (source_rows @ everyone.T).reshape(len(chunk), n_rows, -1)
+            for first in range(0, len(positions), _NULL_CHUNK_SOURCES):
+                chunk = positions[first : first + _NULL_CHUNK_SOURCES]
+                source_blocks = np.stack([self.block(sources[p]) for p in chunk])  # (sources, blocks, row)
                 all_scores = np.empty((len(chunk), len(others)), dtype=np.float64)
-                for members, columns, depths in groups:
-                    # (sources, source blocks, entries, entry blocks) -> best entry block per source block,
-                    # then the mean over source blocks (contiguous last axis, as in aligned_score)
-                    cells = grids[:, :, columns].reshape(len(chunk), n_rows, len(members), len(depths))
-                    best = np.where(_near(source_depths, depths)[None, :, None, :], cells, -np.inf).max(axis=3)
-                    all_scores[:, members] = np.ascontiguousarray(best.transpose(0, 2, 1)).mean(axis=2)
+                for members, entry_blocks, depths in groups:
+                    near = _near(source_depths, depths)
+                    total = np.zeros((len(chunk), len(members)))
+                    for i, compared in enumerate(near):
+                        best = np.full((len(chunk), len(members)), -np.inf)
+                        for j in np.flatnonzero(compared):
+                            np.maximum(best, source_blocks[:, i, :] @ entry_blocks[j].T, out=best)
+                        total += best
+                    all_scores[:, members] = total / len(source_depths)
                 for k, p in enumerate(chunk):
                     scores[p] = all_scores[k][masks[p]]
         return [scores[p] for p in range(len(sources))]
 
-    def _depth_groups(self, others: range) -> list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]]:
-        """Entries with the same block depths: (their positions in ``others``, their columns, the depths)."""
+    def _depth_groups(
+        self, others: range
+    ) -> list[tuple[NDArray[np.intp], list[NDArray[np.float64]], NDArray[np.float64]]]:
+        """Entries with the same block depths: (their positions in ``others``, per block the (entry, row) rows
+        of that block, the depths). Entries laid out evenly (all of one width) give strided views, not copies."""
         keyed: dict[bytes, list[int]] = {}
         for position, index in enumerate(others):
             keyed.setdefault(self.depths[index].tobytes(), []).append(position)
         groups = []
-        base = int(self.starts[others.start])
         for positions in keyed.values():
-            members = np.asarray(positions, dtype=np.intp)
-            first = others[positions[0]]
-            width = len(self.depths[first])
-            starts = self.starts[[others[p] for p in positions]] - base
-            columns = (starts[:, None] + np.arange(width)[None, :]).ravel()
-            groups.append((members, columns, self.depths[first]))
+            depths = self.depths[others[positions[0]]]
+            starts = self.starts[[others[p] for p in positions]]
+            step = int(starts[1] - starts[0]) if len(starts) > 1 else 1
+            if np.all(np.diff(starts) == step):
+                blocks = [self.rows[starts[0] + j : starts[-1] + j + 1 : step] for j in range(len(depths))]
+            else:
+                blocks = [self.rows[starts + j] for j in range(len(depths))]
+            groups.append((np.asarray(positions, dtype=np.intp), blocks, depths))
         return groups
 
 

@@ -191,3 +191,20 @@ def test_pair_grid_is_the_full_layer_grid() -> None:
 def test_holm_adjustment() -> None:
     assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert _holm([0.5]) == [0.5]
+
+
+def test_nulls_equal_pairwise_aligned_scores_across_depths() -> None:
+    """The stacked null (only the block pairs the alignment compares) equals scoring each pair on its own."""
+    rng = np.random.default_rng(11)
+    entries = [
+        synthetic_fingerprint(f"e{i}", states_from(latent(rng), rng, layers=depth), role=role)
+        for i, (depth, role) in enumerate([(4, "source"), (2, "source"), (4, "reference"), (3, "reference"),
+                                           (2, "reference"), (4, "reference"), (3, "reference")])
+    ]  # fmt: skip
+    suspect = synthetic_fingerprint("suspect", states_from(latent(rng), rng))
+    report = compare(suspect, entries)
+    for match in report.matches:
+        source = next(e for e in entries if e.name == match.source)
+        null = [pair_grid(source, other)[1] for other in entries if other is not source]
+        assert match.null_mean == pytest.approx(float(np.mean(null)), abs=1e-12)
+        assert match.score == pytest.approx(pair_grid(source, suspect)[1], abs=1e-12)
