@@ -7,8 +7,8 @@ pruned, quantized, merged or re-labelled copy keeps the source's coordinates, an
 The evidence, for two models whose vocabularies share tokens:
 
 1. **Anchors.** Each fingerprint keeps the input-embedding rows of its anchor tokens: the tokens the probes
-   use most, at most ``MAX_ANCHORS`` rows and ``ANCHOR_BYTES`` in float16 (512 rows of a 2048-wide model;
-   256 of a 4096-wide one). Tokens are matched by their string, so an extended vocabulary changes nothing.
+   use most, at most ``MAX_ANCHORS`` rows and ``ANCHOR_BYTES`` in float16 (512 rows up to 1953 wide; 244
+   of a 4096-wide one). Tokens are matched by their string, so an extended vocabulary changes nothing.
 2. **Alignment.** Over the shared tokens, every source unit is correlated with every suspect unit, and the
    assignment problem (Hungarian, on absolute correlations) pairs them one to one. Correlation ignores a
    unit's scale and sign; the assignment undoes any permutation; a narrower suspect (pruned channels) is
@@ -19,10 +19,10 @@ The evidence, for two models whose vocabularies share tokens:
    deviations above randomly rotated copies of itself, so a rotation null would accuse. The p-value instead
    treats the suspect as one more model unrelated to the source, as ``bot.reef.verdict`` does for CKA: the
    scores of the source against the registry's unrelated entries form the null.
-4. **Merge coefficients.** For the sources that match, non-negative least squares of the suspect's shared
-   rows on the sources' aligned rows says what share of each a merge holds; what it leaves unexplained
-   (the residual) is aligned with the other sources in turn, which finds a merge's minor sources (a
-   0.4 share correlates only about 0.55 with the merge, the residual about 1.0).
+4. **Merge coefficients.** Non-negative least squares of the suspect's shared rows on the sources' aligned
+   rows (``fit_sources``) says what share of each a merge holds, and what each source's term is; the
+   suspect less the other sources' terms is what ``bot.reef.verdict`` (rule 6) aligns a merge's component
+   with (a 0.4 share correlates only about 0.55 with the merge, about 1.0 with what the 0.6 share leaves).
 """
 
 from __future__ import annotations
