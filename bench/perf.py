@@ -27,7 +27,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,14 +276,14 @@ def fingerprint_flops(folder: Path, probes_file: Path, batch_size: int = 16) -> 
     """
     from transformers import AutoTokenizer, LlamaConfig
 
-    from bot.reef.extraction import probe_batches
+    from bot.reef.extraction import probe_batches, token_limit
     from bot.reef.fingerprint import select_layers
     from bot.reef.probes import load_probes
 
     texts = load_probes(str(probes_file)).texts
     config = LlamaConfig.from_pretrained(folder)
-    loaded = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(folder), model=SimpleNamespace(config=config))
-    batches = probe_batches(loaded, texts, batch_size=batch_size)  # type: ignore[arg-type]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batches = probe_batches(tokenizer, texts, batch_size=batch_size, max_tokens=token_limit(config))
     d, ffn = config.hidden_size, config.intermediate_size
     blocks = max(select_layers(config.num_hidden_layers, len(texts))[0]) + 1
     flops = 0.0

@@ -32,13 +32,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_model(BASE, dtype="float32", with_lm_head=True)
+    tokenizer = loaded.load_tokenizer()
     text = REPO / "bot" / "reef" / "loading.py"  # any few thousand tokens of code
     rows = ["| form | plain s/step | Trap² s/step | overhead |", "|---|---:|---:|---:|"]
     for form in ("lora", "full"):
         per_step = {}
         for lam in (0.0, 0.5):
             config = ProtectConfig(form=form, lam=lam, steps=args.steps, eval_every=args.steps + 1, patience=1)
-            data = prepare(loaded.tokenizer, [text], context=config.context, val_fraction=config.val_fraction,
+            data = prepare(tokenizer, [text], context=config.context, val_fraction=config.val_fraction,
                            max_val_windows=4)  # fmt: skip
             times = []
             for _ in range(args.repeats):

@@ -143,7 +143,7 @@ def random_model(seed: int, tokenizer: object) -> LoadedModel:
         )
     return LoadedModel(
         model=model.eval(),
-        tokenizer=tokenizer,
+        load_tokenizer=lambda: tokenizer,
         architecture=kind,
         model_type=kind,
         n_layers=2,

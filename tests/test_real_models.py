@@ -57,7 +57,8 @@ def _lora_fine_tune(loaded: LoadedModel) -> LoadedModel:
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"]))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-3)
     text = Path(__file__).read_text(encoding="utf-8") * 2
-    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][0]
+    tokenizer = loaded.load_tokenizer()
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
     embedding = model.get_input_embeddings().weight
     torch.manual_seed(0)
     peft_model.train()

@@ -94,16 +94,17 @@ def _prepare_tokenizer(tokenizer: Any) -> None:
         tokenizer.pad_token = fallback
 
 
-def probe_batches(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int) -> list[ProbeBatch]:
-    """Tokenize the probes into length-sorted, right-padded batches (cut at ``MAX_PROBE_TOKENS``, with a warning).
+def probe_batches(tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_tokens: int) -> list[ProbeBatch]:
+    """Tokenize the probes into length-sorted, right-padded batches (cut at ``max_tokens``, with a warning).
 
     Raises:
+        ConfigError: a batch size below 1.
         ModelLoadError: the tokenizer has no token to pad with.
     """
-    tokenizer = loaded.tokenizer
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}", key="batch-size")
     _prepare_tokenizer(tokenizer)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    max_tokens = _token_limit(loaded)
     batches: list[ProbeBatch] = []
     n_cut = 0
     for start in range(0, len(order), batch_size):
@@ -119,6 +120,12 @@ def probe_batches(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int)
     return batches
 
 
+def token_limit(config: Any) -> int:
+    """Tokens per probe: ``MAX_PROBE_TOKENS``, or fewer if the model (its transformers config) has fewer positions."""
+    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return min(MAX_PROBE_TOKENS, int(positions)) if positions else MAX_PROBE_TOKENS
+
+
 def extract_states(
     loaded: LoadedModel,
     texts: Sequence[str],
@@ -127,36 +134,50 @@ def extract_states(
     batch_size: int = 16,
     show_progress: bool = False,
 ) -> NDArray[np.float32]:
-    """Run the probes and return the last-token state after each requested block.
+    """Tokenize the probes and return the last-token state after each requested block (``batch_states``).
+
+    The tokenizer is loaded for the tokenizing and dropped before any weight is read.
+
+    Raises:
+        ConfigError: a batch size below 1, or as ``batch_states``.
+        ModelLoadError: the tokenizer cannot load or pad, or as ``batch_states``.
+    """
+    batches = probe_batches(
+        loaded.load_tokenizer(), texts, batch_size=batch_size, max_tokens=token_limit(loaded.model.config)
+    )
+    return batch_states(loaded, batches, layers=layers, show_progress=show_progress)
+
+
+def batch_states(
+    loaded: LoadedModel, batches: Sequence[ProbeBatch], *, layers: Sequence[int], show_progress: bool = False
+) -> NDArray[np.float32]:
+    """Run tokenized probes and return the last-token state after each requested block.
 
     Args:
-        loaded: the model and tokenizer (a whole model, or a streamed one from ``bot.reef.streaming``).
-        texts: the probe texts, in order.
+        loaded: the model (a whole model, or a streamed one from ``bot.reef.streaming``).
+        batches: the probes, from ``probe_batches``.
         layers: 0-based block indices to keep (block i's output is transformers' ``hidden_states[i + 1]``
             without the final norm).
-        batch_size: probes per forward pass.
         show_progress: draw a progress bar on stderr.
 
     Returns:
-        Array of shape ``(len(layers), len(texts), hidden_size)``, float32, rows in the order of ``texts``.
+        Array of shape ``(len(layers), n_probes, hidden_size)``, float32, rows in the probes' text order.
 
     Raises:
-        ConfigError: empty ``texts`` or ``layers``, a layer out of range, a batch size below 1.
+        ConfigError: no probes or no layers, or a layer out of range.
         ModelLoadError: the model's blocks (or a streamed block's weights) cannot be found.
     """
-    if not texts or not layers:
+    if not batches or not layers:
         raise ConfigError("nothing to extract: no probe texts or no layers")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}", key="batch-size")
     if min(layers) < 0 or max(layers) >= loaded.n_layers:
         raise ConfigError(f"layers {list(layers)} out of range for a {loaded.n_layers}-block model", key="layers")
-    batches = probe_batches(loaded, texts, batch_size=batch_size)
     wanted = sorted(set(layers))
     if isinstance(loaded.model, BlockRunner):
         captured = loaded.model.last_token_states(batches, wanted, show_progress=show_progress)
     else:
         captured = _run_whole_model(loaded, batches, wanted, show_progress=show_progress)
-    out = np.zeros((len(layers), len(texts), loaded.hidden_size), dtype=np.float32)
+    n_probes = sum(len(batch.rows) for batch in batches)
+    out = np.zeros((len(layers), n_probes, loaded.hidden_size), dtype=np.float32)
     for k, layer in enumerate(layers):
         for batch, states in zip(batches, captured[layer], strict=True):
             out[k, batch.rows] = states.numpy()
@@ -195,12 +216,6 @@ def _run_whole_model(
         for handle in handles:
             handle.remove()
     return captured
-
-
-def _token_limit(loaded: LoadedModel) -> int:
-    """Tokens per probe: ``MAX_PROBE_TOKENS``, or fewer if the model has fewer positions."""
-    positions = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
-    return min(MAX_PROBE_TOKENS, int(positions)) if positions else MAX_PROBE_TOKENS
 
 
 def _model_inputs(encoded: Any) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from numpy.typing import NDArray
 
 from bot.errors import RegistryError
 from bot.reef.cka import centered_gram
-from bot.reef.extraction import extract_states
+from bot.reef.extraction import batch_states, probe_batches, token_limit
 from bot.reef.loading import LoadedModel
 from bot.reef.probes import ProbeSet, surface_basis
-from bot.reef.weights import ANCHOR_BYTES, Anchors, anchors_of
+from bot.reef.weights import ANCHOR_BYTES, Anchors, anchor_tokens, anchors_of
 
 SCHEMA_VERSION = 1
 MAX_FINGERPRINT_BYTES = 10_000_000
@@ -238,11 +238,17 @@ def fingerprint_model(
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r} (known: {', '.join(ROLES)})", key="role")
     layers, how = select_layers(loaded.n_layers, len(probes))
-    states = extract_states(loaded, probes.texts, layers=layers, batch_size=batch_size, show_progress=show_progress)
+    # The tokenizer serves both steps and is dropped before any weight is read (see LoadedModel.load_tokenizer).
+    tokenizer = loaded.load_tokenizer()
+    max_tokens = token_limit(loaded.model.config)
+    batches = probe_batches(tokenizer, probes.texts, batch_size=batch_size, max_tokens=max_tokens)
+    candidates = anchor_tokens(tokenizer, probes.texts)
+    del tokenizer
+    states = batch_states(loaded, batches, layers=layers, show_progress=show_progress)
     stack = np.stack([centered_gram(layer_states, standardize=standardize) for layer_states in states])
     grams = _read_only(unpack_grams(pack_grams(stack), len(probes)))
     basis = _read_only(surface_basis(probes.texts).astype(np.float16).astype(np.float32))
-    anchors = anchors_of(loaded, probes.texts)
+    anchors = anchors_of(loaded, candidates)
     return Fingerprint(
         name=name,
         model=model,

@@ -50,6 +50,8 @@ SIDE_FILES = (
     "vocab.txt",
     "added_tokens.json",
 )
+# The files a tokenizer's vocabulary comes in (fast, SentencePiece, BPE, WordPiece); one must be there.
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 _SAFETENSORS_ITEMSIZE = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -62,7 +64,9 @@ class LoadedModel:
 
     Attributes:
         model: the transformers base model (no LM head), in eval mode.
-        tokenizer: its tokenizer.
+        load_tokenizer: loads its tokenizer, afresh on each call. It is not kept with the model: a 262k-token
+            vocabulary's tokenizer takes 0.47 GB, more than a streamed model needs, so callers hold it only
+            while they tokenize.
         architecture: the config's architecture name, e.g. ``"LlamaForCausalLM"``.
         model_type: the config's ``model_type``, e.g. ``"llama"``.
         n_layers: number of transformer blocks.
@@ -73,7 +77,7 @@ class LoadedModel:
     """
 
     model: Any = field(compare=False, repr=False)
-    tokenizer: Any = field(compare=False, repr=False)
+    load_tokenizer: Callable[[], Any] = field(compare=False, repr=False)
     architecture: str
     model_type: str
     n_layers: int
@@ -243,27 +247,56 @@ def _auto_class(with_lm_head: bool) -> Any:
 
 
 def _load_folder(
-    folder: Path, *, dtype: str, weight_sha256: Mapping[str, str], loader: str, with_lm_head: bool
+    folder: Path,
+    *,
+    tokenizer_folder: Path,
+    dtype: str,
+    weight_sha256: Mapping[str, str],
+    loader: str,
+    with_lm_head: bool,
 ) -> LoadedModel:
-    """Load a validated Hugging Face folder (safetensors weights) and its tokenizer."""
-    from transformers import AutoTokenizer
-
+    """Load a validated Hugging Face folder (safetensors weights); its tokenizer loads from ``tokenizer_folder``."""
     config = read_config(folder)
-    common: dict[str, Any] = {"trust_remote_code": False}
     model = _from_pretrained(
         lambda: _auto_class(with_lm_head).from_pretrained(
-            folder, dtype=torch_dtype(dtype), use_safetensors=True, **common
+            folder, dtype=torch_dtype(dtype), use_safetensors=True, trust_remote_code=False
         ),
         "model",
         folder,
     )
-    tokenizer = _from_pretrained(lambda: AutoTokenizer.from_pretrained(folder, **common), "tokenizer", folder)
-    return _loaded(model, tokenizer, config, weight_sha256=weight_sha256, dtype=dtype, loader=loader)
+    return _loaded(
+        model,
+        tokenizer_loader(tokenizer_folder, source=tokenizer_folder),
+        config,
+        weight_sha256=weight_sha256,
+        dtype=dtype,
+        loader=loader,
+    )
+
+
+def tokenizer_loader(folder: Path, *, source: Path, gguf_file: str | None = None) -> Callable[[], Any]:
+    """A ``LoadedModel.load_tokenizer``: transformers' AutoTokenizer on ``folder``, failures as one-line errors."""
+
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        # Without vocabulary files transformers builds an empty GPT-2 tokenizer, whose probes have no tokens.
+        if gguf_file is None and not any((folder / name).is_file() for name in VOCABULARY_FILES):
+            raise ModelLoadError(
+                f"{source}: cannot load the tokenizer: none of {', '.join(VOCABULARY_FILES)} is there",
+                source=str(source),
+            )
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        return _from_pretrained(
+            lambda: AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **extra), "tokenizer", source
+        )
+
+    return load
 
 
 def _loaded(
     model: Any,
-    tokenizer: Any,
+    load_tokenizer: Callable[[], Any],
     config: Mapping[str, Any],
     *,
     weight_sha256: Mapping[str, str],
@@ -275,7 +308,7 @@ def _loaded(
     architectures = config.get("architectures") or [type(model).__name__]
     return LoadedModel(
         model=model,
-        tokenizer=tokenizer,
+        load_tokenizer=load_tokenizer,
         architecture=str(architectures[0]),
         model_type=str(text_config.model_type),
         n_layers=int(text_config.num_hidden_layers),
@@ -315,7 +348,9 @@ class SafetensorsLoader:
         for file in files:
             check_safetensors(file)
         shas = {file.name: sha256_file(file) for file in files}
-        return _load_folder(path, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head)
+        return _load_folder(
+            path, tokenizer_folder=path, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +399,15 @@ class PytorchBinLoader:
             for side in SIDE_FILES:
                 if (path / side).is_file():
                     shutil.copy2(path / side, converted / side)
-            return _load_folder(converted, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head)
+            # The temporary folder goes when this returns; the tokenizer is loaded later, from the original.
+            return _load_folder(
+                converted,
+                tokenizer_folder=path,
+                dtype=dtype,
+                weight_sha256=shas,
+                loader=self.name,
+                with_lm_head=with_lm_head,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +421,7 @@ class GgufLoader:
         return path.is_file() and path.suffix == ".gguf"
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         check_not_lfs_pointer(path)
         with path.open("rb") as handle:
@@ -391,10 +434,9 @@ class GgufLoader:
             "model",
             path,
         )
-        tokenizer = _from_pretrained(lambda: AutoTokenizer.from_pretrained(folder, gguf_file=name), "tokenizer", path)
         return _loaded(
             model,
-            tokenizer,
+            tokenizer_loader(folder, source=path, gguf_file=name),
             config.to_dict(),
             weight_sha256={name: sha256_file(path)},
             dtype=dtype,
@@ -440,7 +482,7 @@ class PeftAdapterLoader:
         shas = {**base_model.weight_sha256, adapter_files[0].name: sha256_file(adapter_files[0])}
         return LoadedModel(
             model=(merged if with_lm_head else merged.base_model).eval(),
-            tokenizer=base_model.tokenizer,
+            load_tokenizer=base_model.load_tokenizer,
             architecture=base_model.architecture,
             model_type=base_model.model_type,
             n_layers=base_model.n_layers,
@@ -518,7 +560,7 @@ def load_model(
             bare base model, which is all extraction runs.
 
     Returns:
-        The loaded model with its tokenizer and recorded facts.
+        The loaded model, a loader for its tokenizer, and recorded facts.
 
     Raises:
         ConfigError: unknown dtype.

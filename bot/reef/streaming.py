@@ -26,6 +26,8 @@ Sources that cannot stream (GGUF, PEFT adapters, ``.bin`` checkpoints, other arc
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -44,6 +46,7 @@ from bot.reef.loading import (
     load_model,
     read_config,
     sha256_file,
+    tokenizer_loader,
     torch_dtype,
 )
 
@@ -208,13 +211,13 @@ def load_for_extraction(
 def load_streamed(
     path: Path, *, dtype: str = "float32", index: Mapping[str, StoredTensor] | None = None
 ) -> LoadedModel:
-    """Open a safetensors model folder for block-at-a-time extraction (reads headers, config, tokenizer).
+    """Open a safetensors model folder for block-at-a-time extraction (reads the headers and the config).
 
     Raises:
         ConfigError: the architecture is not streamable (``streaming_obstacle``).
-        ModelLoadError: unreadable config, tokenizer or weights; UnsafeWeightsError: custom code.
+        ModelLoadError: unreadable config or weights; UnsafeWeightsError: custom code.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     obstacle = streaming_obstacle(path, base=None)
     if obstacle is not None:
@@ -223,15 +226,14 @@ def load_streamed(
     index = dict(index) if index is not None else tensor_index(path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{path}: cannot load the config or tokenizer: {e}", source=str(path)) from e
+        raise ModelLoadError(f"{path}: cannot load the config: {e}", source=str(path)) from e
     files = sorted({stored.file for stored in index.values()})
     text_config = config.get_text_config()
     architectures = raw_config.get("architectures") or [text_config.model_type]
     return LoadedModel(
         model=StreamedModel(config, index, dtype=dtype, source=path),
-        tokenizer=tokenizer,
+        load_tokenizer=tokenizer_loader(path, source=path),
         architecture=str(architectures[0]),
         model_type=str(text_config.model_type),
         n_layers=int(text_config.num_hidden_layers),
@@ -332,6 +334,7 @@ class StreamedModel:
                         rows = torch.arange(hidden[b].shape[0])
                         captured[i].append(hidden[b][rows, batch.last_index].float())
             del block
+            _return_freed_memory()
         return captured
 
     def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
@@ -436,6 +439,17 @@ def _embedding_name(skeleton: Any) -> str:
     """The module name of the skeleton's input embedding (``embed_tokens``, ``wte``, ...)."""
     embedding = skeleton.get_input_embeddings()
     return str(next(name for name, module in skeleton.named_modules() if module is embedding))
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    A block's tensors are below glibc's adaptive mmap threshold once the first one is freed, so they come from
+    the heap, and the freed pages would stay in this process: the RSS grew by every block run (0.35 GB on
+    Gemma 3 270M) although only one block is alive at a time.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _hidden_argument(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:

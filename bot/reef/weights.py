@@ -91,29 +91,35 @@ def anchor_count(hidden_size: int) -> int:
     return max(MIN_SHARED, min(MAX_ANCHORS, ANCHOR_BYTES // (2 * hidden_size)))
 
 
-def anchors_of(loaded: LoadedModel, texts: Sequence[str]) -> Anchors:
-    """The anchor tokens of a loaded model (the probes' most frequent non-special tokens) and their rows."""
-    import torch
+def anchor_tokens(tokenizer: Any, texts: Sequence[str]) -> tuple[tuple[int, str], ...]:
+    """The candidate anchors: the probes' non-special tokens as ``(id, spelling)``, most used first.
 
-    tokenizer = loaded.tokenizer
+    A spelling counts once (its first id); at most ``MAX_ANCHORS``, of which ``anchors_of`` keeps as many as
+    the model's width allows.
+    """
     counts: Counter[int] = Counter()
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         counts.update(ids)
     special = set(tokenizer.all_special_ids)
     ranked = sorted((token for token in counts if token not in special), key=lambda t: (-counts[t], t))
-    wanted = anchor_count(loaded.hidden_size)
-    picked: list[int] = []
-    spelled: dict[str, int] = {}
+    picked: dict[str, int] = {}
     for token, spelling in zip(ranked, tokenizer.convert_ids_to_tokens(ranked), strict=True):
-        if spelling is not None and spelling not in spelled:
-            spelled[spelling] = token
-            picked.append(token)
-        if len(picked) == wanted:
+        if spelling is not None and spelling not in picked:
+            picked[spelling] = token
+        if len(picked) == MAX_ANCHORS:
             break
-    rows = _embedding_rows(loaded.model, torch.tensor(picked, dtype=torch.long))
+    return tuple((token, spelling) for spelling, token in picked.items())
+
+
+def anchors_of(loaded: LoadedModel, candidates: Sequence[tuple[int, str]]) -> Anchors:
+    """The anchors of a loaded model: the first ``anchor_count`` of ``anchor_tokens``, with their rows."""
+    import torch
+
+    kept = candidates[: anchor_count(loaded.hidden_size)]
+    rows = _embedding_rows(loaded.model, torch.tensor([token for token, _ in kept], dtype=torch.long))
     stored = rows.float().numpy().astype(np.float16).astype(np.float32)
     stored.setflags(write=False)
-    return Anchors(tuple(spelled), stored)
+    return Anchors(tuple(spelling for _, spelling in kept), stored)
 
 
 def _embedding_rows(model: Any, ids: torch.Tensor) -> torch.Tensor:

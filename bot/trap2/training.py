@@ -399,7 +399,8 @@ def protect(
 
     config = config or ProtectConfig()
     loaded = load_model(base, dtype="float32", with_lm_head=True)
-    tokens = prepare(loaded.tokenizer, data, validation=validation, context=config.context,
+    tokenizer = loaded.load_tokenizer()
+    tokens = prepare(tokenizer, data, validation=validation, context=config.context,
                      val_fraction=config.val_fraction, max_val_windows=config.max_val_windows)  # fmt: skip
     runs = [("protected", config)] + ([("twin", config.twin())] if twin else [])
     summaries: dict[str, TrainingSummary] = {}
@@ -409,7 +410,7 @@ def protect(
         summary = train_update(model, tokens, settings, anchors=anchors, show_progress=show_progress)
         if summary.skipped_steps:
             logger.warning("%s: %d of %d steps skipped (non-finite)", name, summary.skipped_steps, summary.steps_run)
-        _save(model, loaded.tokenizer, out / name, settings, summary, base=base, base_sha256=loaded.weight_sha256)
+        _save(model, tokenizer, out / name, settings, summary, base=base, base_sha256=loaded.weight_sha256)
         summaries[name] = summary
         del model, anchors
     return ProtectRun(

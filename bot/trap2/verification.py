@@ -234,8 +234,9 @@ def verify(
             key="--other-data",
         )
     loaded = load_model(base, dtype="float32", with_lm_head=True)
-    windows = validation_windows(loaded.tokenizer, data, context=context, max_windows=max_windows)
-    other_windows = [validation_windows(loaded.tokenizer, [p], context=context, max_windows=max_windows)
+    tokenizer = loaded.load_tokenizer()
+    windows = validation_windows(tokenizer, data, context=context, max_windows=max_windows)
+    other_windows = [validation_windows(tokenizer, [p], context=context, max_windows=max_windows)
                      for p in other_data]  # fmt: skip
     base_state = state_of(loaded.model)
     model = loaded.model

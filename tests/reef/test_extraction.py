@@ -27,8 +27,9 @@ def test_batched_equals_batch_size_one(model: str, few_probes: ProbeSet, request
 def test_states_are_block_outputs_at_the_last_token(tiny_llama: Path, few_probes: ProbeSet) -> None:
     loaded = load_model(tiny_llama)
     ours = extract_states(loaded, few_probes.texts[:3], layers=[0], batch_size=2)
+    tokenizer = loaded.load_tokenizer()
     for row, text in enumerate(few_probes.texts[:3]):
-        encoded = loaded.tokenizer(text, return_tensors="pt")
+        encoded = tokenizer(text, return_tensors="pt")
         with torch.inference_mode():
             hidden = loaded.model(**encoded, output_hidden_states=True).hidden_states
         # hidden_states[0] is the embedding output; block 0's output is hidden_states[1] (not the last,

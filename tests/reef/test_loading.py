@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bot.engine import fingerprint
 from bot.errors import ModelLoadError, UnsafeWeightsError
 from bot.reef.extraction import extract_states
 from bot.reef.loading import load_model
@@ -212,3 +213,16 @@ def test_adapter_whose_base_is_not_local(tiny_llama: Path, tmp_path: Path) -> No
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="--base"):
         load_model(adapter)
+
+
+@pytest.mark.parametrize("extraction", ["full", "stream"])
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])  # transformers makes GPT-2 an empty tokenizer
+def test_folder_without_tokenizer_fails_clearly(
+    model: str, extraction: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    folder = tmp_path / "notokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(request.getfixturevalue(model) / name, folder / name)
+    with pytest.raises(ModelLoadError, match=r"notokenizer: cannot load the tokenizer"):
+        fingerprint(str(folder), extraction=extraction)

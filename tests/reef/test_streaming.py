@@ -23,7 +23,7 @@ from bot.reef.streaming import (
     tensor_index,
     whole_model_bytes,
 )
-from bot.reef.weights import anchors_of
+from bot.reef.weights import anchor_tokens, anchors_of
 from bot.registry import Registry
 from tests import builders
 
@@ -59,7 +59,9 @@ def test_streamed_states_equal_the_whole_model(
         whole.hidden_size,
         dict(whole.weight_sha256),
     )
-    whole_anchors, streamed_anchors = anchors_of(whole, texts), anchors_of(streamed, texts)
+    candidates = anchor_tokens(whole.load_tokenizer(), texts)
+    assert anchor_tokens(streamed.load_tokenizer(), texts) == candidates
+    whole_anchors, streamed_anchors = anchors_of(whole, candidates), anchors_of(streamed, candidates)
     assert streamed_anchors.tokens == whole_anchors.tokens
     assert np.array_equal(streamed_anchors.rows, whole_anchors.rows)
 

@@ -74,7 +74,7 @@ def _poison(model: torch.nn.Module, calls: set[int]) -> None:
 
 def test_non_finite_steps_are_skipped_and_counted(base: Path, code_text: Path) -> None:
     loaded = load_model(base, with_lm_head=True)
-    data = prepare(loaded.tokenizer, [code_text], context=32, val_fraction=0.1, max_val_windows=8)
+    data = prepare(loaded.load_tokenizer(), [code_text], context=32, val_fraction=0.1, max_val_windows=8)
     model, _ = trainable_model(loaded.model, FAST)
     # two forward passes per step (nominal, scaled): poison step 3's nominal pass and step 5's scaled pass
     _poison(model, {5, 10})
@@ -86,7 +86,7 @@ def test_non_finite_steps_are_skipped_and_counted(base: Path, code_text: Path) -
 
 def test_a_run_with_no_finite_step_fails_clearly(base: Path, code_text: Path) -> None:
     loaded = load_model(base, with_lm_head=True)
-    data = prepare(loaded.tokenizer, [code_text], context=32, val_fraction=0.1, max_val_windows=8)
+    data = prepare(loaded.load_tokenizer(), [code_text], context=32, val_fraction=0.1, max_val_windows=8)
     model, _ = trainable_model(loaded.model, FAST)
     _poison(model, set(range(1, 1000)))
     with pytest.raises(TrainingError, match=r"12 of 12 steps had a non-finite loss"):
@@ -101,7 +101,7 @@ TRAPPING = ProtectConfig(**{**FAST.to_dict(), "lam": 1.0, "lr": 3e-2, "steps": 4
 
 def _train(base: Path, code_text: Path, config: ProtectConfig) -> tuple[torch.nn.Module, TokenData, TrainingSummary]:
     loaded = load_model(base, with_lm_head=True)
-    data = prepare(loaded.tokenizer, [code_text], context=32, val_fraction=0.1, max_val_windows=8)
+    data = prepare(loaded.load_tokenizer(), [code_text], context=32, val_fraction=0.1, max_val_windows=8)
     model, _ = trainable_model(loaded.model, config)
     return model, data, train_update(model, data, config)
 
