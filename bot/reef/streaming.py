@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -329,7 +328,9 @@ class StreamedModel:
                     args, kwargs = calls[i]
                     args, kwargs = _with_hidden(args, kwargs, hidden[b])
                     output = block(*args, **kwargs)
-                    hidden[b] = output[0] if isinstance(output, tuple) else output
+                    # In place: a new tensor per batch would outlive the batch's temporaries and fragment the heap.
+                    hidden[b].copy_(output[0] if isinstance(output, tuple) else output)
+                    del output
                     if i in wanted:
                         rows = torch.arange(hidden[b].shape[0])
                         captured[i].append(hidden[b][rows, batch.last_index].float())
@@ -449,7 +450,7 @@ def _return_freed_memory() -> None:
     Gemma 3 270M) although only one block is alive at a time.
     """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, libc's among them
 
 
 def _hidden_argument(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
