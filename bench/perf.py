@@ -10,8 +10,9 @@ b. A Llama model with 7B shapes and random bfloat16 weights (written here as saf
 c. `compare` (what `check` runs after fingerprinting) against 10,000 synthetic registry entries.
 d. `reefguard --help` start-up time, and whether torch was imported.
 
-Every process is measured on its own (peak RSS from wait4's rusage). Timings on a shared machine are noisy;
-the load average before and after each part is printed with it.
+Every command is measured on its own: peak RSS is the larger of wait4's rusage and the sampled sum over the
+command's process tree (reefguard tokenizes in a child process). Timings on a shared machine are noisy; the load
+average before and after each part is printed with it.
 """
 
 from __future__ import annotations
@@ -54,22 +55,52 @@ class Run:
     stderr: str
 
 
-# Runs the measured command and reports its rusage. The measured process must not be spawned by the bench
-# itself: Linux hands a vfork()ed child the parent's high-water RSS at exec, so a bench that has just written a
-# 13 GB model would see that as the child's peak. This launcher is small, so what it hands on is negligible.
+# Runs the measured command and reports its rusage, and the largest sum of RSS over the command's process tree,
+# sampled every 50 ms: wait4's peak is the largest one process had, which says nothing of a child (the
+# tokenizer process of bot.reef.tokenizing) and its parent together. The measured process must not be spawned
+# by the bench itself: Linux hands a vfork()ed child the parent's high-water RSS at exec, so a bench that has
+# just written a 13 GB model would see that as the child's peak. This launcher is small, so what it hands on is
+# negligible.
 _LAUNCHER = """
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys, threading, time
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+def tree_rss(root):
+    children = {}
+    for name in os.listdir("/proc"):
+        stat = read(f"/proc/{name}/stat") if name.isdigit() else ""
+        if stat:
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        statm = read(f"/proc/{pid}/statm").split()
+        total += int(statm[1]) * PAGE if len(statm) > 1 else 0
+        todo += children.get(pid, [])
+    return total
 started = time.perf_counter()
 proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+peak, done = [0], threading.Event()
+def sample():
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], tree_rss(proc.pid))
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(proc.pid, 0)
+done.set()
 json.dump({"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-           "peak_rss_bytes": usage.ru_maxrss * 1024, "returncode": os.waitstatus_to_exitcode(status)},
-          open(sys.argv[1], "w"))
+           "peak_rss_bytes": max(usage.ru_maxrss * 1024, peak[0]), "tree_peak_sampled_bytes": peak[0],
+           "returncode": os.waitstatus_to_exitcode(status)}, open(sys.argv[1], "w"))
 """
 
 
 def measure(cmd: list[str], *, cwd: Path = REPO) -> Run:
-    """Run ``cmd`` and return its wall time, CPU time and its own peak RSS (``wait4`` rusage, via a launcher)."""
+    """Run ``cmd`` and return its wall time, CPU time and peak RSS: the larger of its own (``wait4`` rusage, via a
+    launcher) and the sampled sum over its process tree."""
     env = {**os.environ, "REEFGUARD_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="perf-run-") as tmp:
         report, err_path = Path(tmp) / "run.json", Path(tmp) / "stderr"
@@ -291,7 +322,7 @@ def fingerprint_flops(folder: Path, probes_file: Path, batch_size: int = 16) -> 
         rows, width = batch.inputs["input_ids"].shape
         flops += 2 * rows * width * (4 * d * d + 3 * d * ffn) + 4 * rows * width * width * d
     tokens = sum(int(b.inputs["attention_mask"].sum()) for b in batches)
-    padded = sum(b.inputs["input_ids"].numel() for b in batches)
+    padded = sum(b.inputs["input_ids"].size for b in batches)
     return flops * blocks, tokens, padded
 
 

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.reef.fingerprint import Fingerprint, fingerprint_model
-from bot.reef.loading import adapter_base_reference
+from bot.reef.loading import adapter_base_reference, tokenizer_files
 from bot.reef.probes import DEFAULT_PROBES, load_probes
 from bot.reef.streaming import load_for_extraction
+from bot.reef.tokenizing import tokenize_apart
 from bot.reef.verdict import compare
 from bot.sources import ModelSource, resolve
 
@@ -87,6 +88,8 @@ def fingerprint(
     probe_set = load_probes(probes)
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
+    # Before the model loads and torch is imported, so the tokenizer never shares memory with either.
+    tokens = tokenize_apart(tokenizer_files(resolved.path, base=base_path), probe_set.texts, batch_size=batch_size)
     loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
     logger.info("fingerprinting %s: %d blocks, %d probes", parsed, loaded.n_layers, len(probe_set))
     return fingerprint_model(
@@ -98,7 +101,7 @@ def fingerprint(
         standardize=standardize,
         role=role,
         related=related,
-        batch_size=batch_size,
+        tokens=tokens,
         show_progress=show_progress,
     )
 

@@ -42,17 +42,23 @@ class StopForward(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ProbeBatch:
-    """One right-padded batch of probes.
+    """One right-padded batch of probes, as numpy arrays (tokenizing needs no torch, see ``bot.reef.tokenizing``).
 
     Attributes:
         rows: the probes' indices in the caller's text order, one per batch row.
-        inputs: the tokenizer's tensors the forward pass takes (``input_ids``, ``attention_mask``, ...).
+        inputs: the tokenizer's arrays the forward pass takes (``input_ids``, ``attention_mask``, ...), int64.
         last_index: position of each row's last real token.
     """
 
     rows: list[int]
-    inputs: dict[str, torch.Tensor]
-    last_index: torch.Tensor
+    inputs: dict[str, NDArray[np.int64]]
+    last_index: NDArray[np.int64]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """``inputs`` as torch tensors (sharing their memory)."""
+        import torch
+
+        return {key: torch.from_numpy(value) for key, value in self.inputs.items()}
 
 
 @runtime_checkable
@@ -112,9 +118,9 @@ def probe_batches(tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         encoded = tokenizer(
-            [texts[i] for i in rows], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens
+            [texts[i] for i in rows], return_tensors="np", padding=True, truncation=True, max_length=max_tokens
         )
-        last_index = encoded["attention_mask"].sum(dim=1) - 1
+        last_index = np.asarray(encoded["attention_mask"], dtype=np.int64).sum(axis=1) - 1
         n_cut += int((last_index == max_tokens - 1).sum())
         batches.append(ProbeBatch(rows=rows, inputs=_model_inputs(encoded), last_index=last_index))
     if n_cut:
@@ -211,15 +217,16 @@ def _run_whole_model(
     try:
         with torch.inference_mode():
             for batch in progress_bar(batches, desc="probes", unit="batch", enabled=show_progress):
-                current[:] = [batch.last_index]
+                current[:] = [torch.from_numpy(batch.last_index)]
                 with contextlib.suppress(StopForward):
-                    loaded.model(**batch.inputs)
+                    loaded.model(**batch.tensors())
     finally:
         for handle in handles:
             handle.remove()
     return captured
 
 
-def _model_inputs(encoded: Any) -> dict[str, Any]:
+def _model_inputs(encoded: Any) -> dict[str, NDArray[np.int64]]:
     """Only the inputs the forward pass needs; BERT tokenizers also return token_type_ids, which it accepts."""
-    return {key: value for key, value in encoded.items() if key in {"input_ids", "attention_mask", "token_type_ids"}}
+    wanted = {"input_ids", "attention_mask", "token_type_ids"}
+    return {key: np.asarray(value, dtype=np.int64) for key, value in encoded.items() if key in wanted}

@@ -24,10 +24,11 @@ from numpy.typing import NDArray
 
 from bot.errors import RegistryError
 from bot.reef.cka import centered_gram
-from bot.reef.extraction import batch_states, probe_batches, token_limit
+from bot.reef.extraction import batch_states, token_limit
 from bot.reef.loading import LoadedModel
 from bot.reef.probes import ProbeSet, surface_basis
-from bot.reef.weights import ANCHOR_BYTES, Anchors, anchor_tokens, anchors_of
+from bot.reef.tokenizing import ProbeTokens, tokenize_probes
+from bot.reef.weights import ANCHOR_BYTES, Anchors, anchors_of
 
 SCHEMA_VERSION = 1
 MAX_FINGERPRINT_BYTES = 10_000_000
@@ -209,6 +210,7 @@ def fingerprint_model(
     standardize: bool = True,
     role: str = "source",
     related: Sequence[str] = (),
+    tokens: ProbeTokens | None = None,
     batch_size: int = 16,
     show_progress: bool = False,
 ) -> Fingerprint:
@@ -223,7 +225,9 @@ def fingerprint_model(
         standardize: z-score each feature over the probes first (REEF's code; on by default).
         role: ``"source"`` or ``"reference"``.
         related: registry names of declared relatives.
-        batch_size: probes per forward pass.
+        tokens: the probes already tokenized for this model (``bot.reef.tokenizing.tokenize_apart``); by
+            default they are tokenized here, in batches of ``batch_size``, with ``loaded.load_tokenizer()``.
+        batch_size: probes per forward pass, when they are tokenized here.
         show_progress: draw a progress bar.
 
     Returns:
@@ -238,17 +242,17 @@ def fingerprint_model(
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r} (known: {', '.join(ROLES)})", key="role")
     layers, how = select_layers(loaded.n_layers, len(probes))
-    # The tokenizer serves both steps and is dropped before any weight is read (see LoadedModel.load_tokenizer).
-    tokenizer = loaded.load_tokenizer()
-    max_tokens = token_limit(loaded.model.config)
-    batches = probe_batches(tokenizer, probes.texts, batch_size=batch_size, max_tokens=max_tokens)
-    candidates = anchor_tokens(tokenizer, probes.texts)
-    del tokenizer
-    states = batch_states(loaded, batches, layers=layers, show_progress=show_progress)
+    if tokens is None:
+        tokens = tokenize_probes(
+            loaded.load_tokenizer(), probes.texts, batch_size=batch_size, max_tokens=token_limit(loaded.model.config)
+        )
+    elif sum(len(batch.rows) for batch in tokens.batches) != len(probes):
+        raise ConfigError(f"the tokenized probes are not the {len(probes)} probes of {probes.name!r}")
+    states = batch_states(loaded, tokens.batches, layers=layers, show_progress=show_progress)
     stack = np.stack([centered_gram(layer_states, standardize=standardize) for layer_states in states])
     grams = _read_only(unpack_grams(pack_grams(stack), len(probes)))
     basis = _read_only(surface_basis(probes.texts).astype(np.float16).astype(np.float32))
-    anchors = anchors_of(loaded, candidates)
+    anchors = anchors_of(loaded, tokens.anchor_candidates)
     return Fingerprint(
         name=name,
         model=model,

@@ -249,13 +249,13 @@ def _auto_class(with_lm_head: bool) -> Any:
 def _load_folder(
     folder: Path,
     *,
-    tokenizer_folder: Path,
+    tokenizer: TokenizerFiles,
     dtype: str,
     weight_sha256: Mapping[str, str],
     loader: str,
     with_lm_head: bool,
 ) -> LoadedModel:
-    """Load a validated Hugging Face folder (safetensors weights); its tokenizer loads from ``tokenizer_folder``."""
+    """Load a validated Hugging Face folder (safetensors weights); its tokenizer loads from ``tokenizer``."""
     config = read_config(folder)
     model = _from_pretrained(
         lambda: _auto_class(with_lm_head).from_pretrained(
@@ -266,7 +266,7 @@ def _load_folder(
     )
     return _loaded(
         model,
-        tokenizer_loader(tokenizer_folder, source=tokenizer_folder),
+        tokenizer.load_tokenizer,
         config,
         weight_sha256=weight_sha256,
         dtype=dtype,
@@ -274,24 +274,82 @@ def _load_folder(
     )
 
 
-def tokenizer_loader(folder: Path, *, source: Path, gguf_file: str | None = None) -> Callable[[], Any]:
-    """A ``LoadedModel.load_tokenizer``: transformers' AutoTokenizer on ``folder``, failures as one-line errors."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizerFiles:
+    """Where a model's tokenizer and config load from (``tokenizer_files``), without its weights.
 
-    def load() -> Any:
+    Attributes:
+        folder: the folder transformers reads them from.
+        gguf_file: the name of the GGUF file in ``folder`` that holds both, if the model is one.
+        source: the model as given, for error messages.
+    """
+
+    folder: Path
+    gguf_file: str | None = None
+    source: Path
+
+    def load_tokenizer(self) -> Any:
+        """transformers' AutoTokenizer on these files.
+
+        Raises:
+            ModelLoadError: no vocabulary file, or transformers cannot load it (one line).
+        """
         from transformers import AutoTokenizer
 
         # Without vocabulary files transformers builds an empty GPT-2 tokenizer, whose probes have no tokens.
-        if gguf_file is None and not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        if self.gguf_file is None and not any((self.folder / name).is_file() for name in VOCABULARY_FILES):
             raise ModelLoadError(
-                f"{source}: cannot load the tokenizer: none of {', '.join(VOCABULARY_FILES)} is there",
-                source=str(source),
+                f"{self.source}: cannot load the tokenizer: none of {', '.join(VOCABULARY_FILES)} is there",
+                source=str(self.source),
             )
-        extra = {"gguf_file": gguf_file} if gguf_file else {}
         return _from_pretrained(
-            lambda: AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **extra), "tokenizer", source
+            lambda: AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False, **self._gguf()),
+            "tokenizer",
+            self.source,
         )
 
-    return load
+    def load_config(self) -> Any:
+        """transformers' config (refused when it needs custom code, as ``read_config`` does).
+
+        Raises:
+            ModelLoadError, UnsafeWeightsError: as ``read_config``, or transformers cannot read it.
+        """
+        from transformers import AutoConfig
+
+        if self.gguf_file is None:
+            read_config(self.folder)
+        return _from_pretrained(
+            lambda: AutoConfig.from_pretrained(self.folder, trust_remote_code=False, **self._gguf()),
+            "config",
+            self.source,
+        )
+
+    def _gguf(self) -> dict[str, str]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def tokenizer_files(path: Path, *, base: Path | None = None) -> TokenizerFiles:
+    """Where the model at ``path`` (any form ``load_model`` takes) has its tokenizer and config.
+
+    A PEFT adapter has its base's; a ``.bin`` or ``.safetensors`` file, its folder's; a GGUF file holds both.
+
+    Raises:
+        ModelLoadError: ``path`` does not exist, an adapter's base is not a local model, or a GGUF file is an LFS
+            pointer or not GGUF.
+    """
+    path = path.expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or folder", source=str(path))
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return tokenizer_files(_adapter_base(path, base))
+    if path.is_file() and path.suffix == ".gguf":
+        check_not_lfs_pointer(path)
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ModelLoadError(f"{path}: not a GGUF file (bad magic bytes)", source=str(path))
+        return TokenizerFiles(folder=path.parent, gguf_file=path.name, source=path)
+    folder = path.parent if path.is_file() else path
+    return TokenizerFiles(folder=folder, source=folder)
 
 
 def _loaded(
@@ -349,7 +407,12 @@ class SafetensorsLoader:
             check_safetensors(file)
         shas = {file.name: sha256_file(file) for file in files}
         return _load_folder(
-            path, tokenizer_folder=path, dtype=dtype, weight_sha256=shas, loader=self.name, with_lm_head=with_lm_head
+            path,
+            tokenizer=tokenizer_files(path),
+            dtype=dtype,
+            weight_sha256=shas,
+            loader=self.name,
+            with_lm_head=with_lm_head,
         )
 
 
@@ -402,7 +465,7 @@ class PytorchBinLoader:
             # The temporary folder goes when this returns; the tokenizer is loaded later, from the original.
             return _load_folder(
                 converted,
-                tokenizer_folder=path,
+                tokenizer=tokenizer_files(path),
                 dtype=dtype,
                 weight_sha256=shas,
                 loader=self.name,
@@ -421,24 +484,20 @@ class GgufLoader:
         return path.is_file() and path.suffix == ".gguf"
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
-        from transformers import AutoConfig
-
-        check_not_lfs_pointer(path)
-        with path.open("rb") as handle:
-            if handle.read(4) != b"GGUF":
-                raise ModelLoadError(f"{path}: not a GGUF file (bad magic bytes)", source=str(path))
-        folder, name = path.parent, path.name
-        config = _from_pretrained(lambda: AutoConfig.from_pretrained(folder, gguf_file=name), "config", path)
+        files = tokenizer_files(path)
+        config = files.load_config()
         model = _from_pretrained(
-            lambda: _auto_class(with_lm_head).from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype)),
+            lambda: _auto_class(with_lm_head).from_pretrained(
+                files.folder, gguf_file=files.gguf_file, dtype=torch_dtype(dtype)
+            ),
             "model",
             path,
         )
         return _loaded(
             model,
-            tokenizer_loader(folder, source=path, gguf_file=name),
+            files.load_tokenizer,
             config.to_dict(),
-            weight_sha256={name: sha256_file(path)},
+            weight_sha256={path.name: sha256_file(path)},
             dtype=dtype,
             loader=self.name,
         )
@@ -457,14 +516,7 @@ class PeftAdapterLoader:
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
         from peft import PeftModel
 
-        if base is None:
-            named = adapter_base_reference(path)
-            if named is None or not Path(named).exists():
-                raise ModelLoadError(
-                    f"{path}: adapter base {named!r} is not a local model; pass --base MODEL",
-                    source=str(path),
-                )
-            base = Path(named)
+        base = _adapter_base(path, base)
         adapter_files = _weight_files(path, "adapter_model.safetensors")
         if not adapter_files:
             raise ModelLoadError(f"{path}: no adapter_model.safetensors", source=str(path))
@@ -534,6 +586,18 @@ def _adapter_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelLoadError(f"{config_path}: not a JSON object", source=str(path))
     return config
+
+
+def _adapter_base(path: Path, base: Path | None) -> Path:
+    """An adapter's base model folder: ``base`` if given, else the local one its adapter config names."""
+    if base is not None:
+        return base
+    named = adapter_base_reference(path)
+    if named is None or not Path(named).exists():
+        raise ModelLoadError(
+            f"{path}: adapter base {named!r} is not a local model; pass --base MODEL", source=str(path)
+        )
+    return Path(named)
 
 
 def adapter_base_reference(path: Path) -> str | None:

@@ -6,13 +6,15 @@ A 7B model is 28 GB in float32; a CI runner has 8-16 GB. Instead of loading it w
    buffers such as the rotary frequencies are real, computed by the classes themselves;
 2. loads the input embedding's rows for the probes' tokens only (the tokens are renumbered to those rows),
    and the other small tensors outside the blocks (position embeddings, norms);
-3. runs the model's own forward pass once per batch with each block replaced by a stand-in that records
-   the arguments the model passes it (attention mask, sliding-window mask, rotary cos/sin, position ids)
-   and returns its input; so embeddings, scaling, masks and positions are computed by the model's code;
+3. replaces each block with a stand-in; before a block runs a batch, the model's own forward pass runs on the
+   batch up to that block's stand-in, which records the arguments the model passes it (attention mask,
+   sliding-window mask, rotary cos/sin, position ids) and ends the pass; so embeddings, scaling, masks and
+   positions are computed by the model's code, and none of them is kept between blocks;
 4. for each block in turn, up to the deepest one needed: loads only that block's tensors from the
    memory-mapped safetensors shards (``safe_open``, closed after the block), upcasts bfloat16/float16 to the
-   compute dtype one tensor at a time, runs every batch through it with the recorded arguments, keeps the
-   last-token states of the blocks that are asked for, and frees the block.
+   compute dtype one tensor at a time, runs every batch through it with those arguments and the batch's
+   states from the previous block, keeps the last-token states of the blocks that are asked for, and frees
+   the block.
 
 Peak memory is one block's weights plus the probes' activations, not the model. Because every block sees the
 same batches and arguments as in the whole model, the states equal the whole-model path's
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from bot.errors import ConfigError, ModelLoadError
 from bot.progress import progress_bar
 from bot.reef.extraction import ProbeBatch, StopForward, transformer_blocks
@@ -45,7 +49,7 @@ from bot.reef.loading import (
     load_model,
     read_config,
     sha256_file,
-    tokenizer_loader,
+    tokenizer_files,
     torch_dtype,
 )
 
@@ -59,6 +63,9 @@ STREAMABLE_MODEL_TYPES = ("gemma3_text", "gpt2", "llama", "qwen2")
 # Stream when the whole model in its compute dtype would take more than this share of available memory:
 # the rest is for the activations, the tokenizer, the Python process and whatever else runs on the machine.
 COMFORT_FRACTION = 0.5
+# Padded tokens a block runs at once: a batch of long probes runs in parts of rows, so a block's temporaries
+# stay small (Gemma 3 270M's MLP holds 24 MB at 1024 tokens, 100 MB for 16 probes of 256 tokens).
+MAX_BLOCK_TOKENS = 1024
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}  # bfloat16 read as raw 16-bit words
 
@@ -232,7 +239,7 @@ def load_streamed(
     architectures = raw_config.get("architectures") or [text_config.model_type]
     return LoadedModel(
         model=StreamedModel(config, index, dtype=dtype, source=path),
-        load_tokenizer=tokenizer_loader(path, source=path),
+        load_tokenizer=tokenizer_files(path).load_tokenizer,
         architecture=str(architectures[0]),
         model_type=str(text_config.model_type),
         n_layers=int(text_config.num_hidden_layers),
@@ -243,32 +250,41 @@ def load_streamed(
     )
 
 
-class _BlockInputs:
-    """Stand-in for block ``index`` in the skeleton: records the arguments the model passes it."""
+class _Tap:
+    """What the skeleton's block stand-ins share: the block to stop at, and the arguments the model passed it."""
 
-    def __init__(self, index: int, deepest: int, record: dict[int, tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
-        self.index, self.deepest, self.record = index, deepest, record
+    def __init__(self) -> None:
+        self.stop = 0
+        self.call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.record[self.index] = (args, kwargs)
-        if self.index == self.deepest:
-            raise StopForward
-        return args[0] if args else kwargs["hidden_states"]
+    def arguments(self, skeleton: Any, inputs: Mapping[str, Any], index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments the model passes block ``index`` for ``inputs``: its own embeddings, masks and positions.
+
+        Computed afresh for each block rather than kept: the rotary tables and masks of every batch would
+        outweigh a small model's block (86 MB on Gemma 3 270M), and the model's prelude is cheap next to a block.
+        """
+        self.stop, self.call = index, None
+        with contextlib.suppress(StopForward):
+            skeleton(**inputs, use_cache=False)
+        call, self.call = self.call, None
+        if call is None:
+            raise ModelLoadError(f"the model's forward pass never reached block {index}")
+        return call
 
 
-def _block_stand_in(index: int, deepest: int, record: dict[int, tuple[tuple[Any, ...], dict[str, Any]]]) -> Any:
-    """A ``torch.nn.Module`` wrapping ``_BlockInputs`` (modules are what a ``ModuleList`` holds)."""
+def _block_stand_in(index: int, tap: _Tap) -> Any:
+    """A ``torch.nn.Module`` in block ``index``'s place: passes its input on, or, at ``tap.stop``, records its
+    arguments and ends the forward pass."""
     import torch
 
-    class BlockInputs(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inputs = _BlockInputs(index, deepest, record)
-
+    class BlockStandIn(torch.nn.Module):
         def forward(self, *args: Any, **kwargs: Any) -> Any:
-            return self.inputs(*args, **kwargs)
+            if index == tap.stop:
+                tap.call = (args, kwargs)
+                raise StopForward
+            return _hidden_argument((args, kwargs))
 
-    return BlockInputs()
+    return BlockStandIn()
 
 
 class StreamedModel:
@@ -301,39 +317,37 @@ class StreamedModel:
         prefix = self._prefix(skeleton)
         blocks = transformer_blocks(skeleton, int(self.config.get_text_config().num_hidden_layers))
         blocks_path = next(name for name, module in skeleton.named_modules() if module is blocks)
-        deepest = max(layers)
         meta_blocks: list[Any] = list(blocks)
-        record: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-        recorded: list[dict[int, tuple[tuple[Any, ...], dict[str, Any]]]] = []
+        tap = _Tap()
         for i in range(len(blocks)):
-            blocks[i] = _block_stand_in(i, deepest, record)
-        vocabulary = torch.unique(torch.cat([batch.inputs["input_ids"].flatten() for batch in batches]))
+            blocks[i] = _block_stand_in(i, tap)
+        vocabulary = torch.from_numpy(np.unique(np.concatenate([b.inputs["input_ids"].ravel() for b in batches])))
         self._load_outside_blocks(skeleton, prefix, blocks_path, vocabulary, compute)
+        inputs = [batch.tensors() for batch in batches]
+        for tensors in inputs:
+            tensors["input_ids"] = torch.searchsorted(vocabulary, tensors["input_ids"])
         with torch.inference_mode():
-            for batch in batches:
-                record.clear()
-                inputs = dict(batch.inputs)
-                inputs["input_ids"] = torch.searchsorted(vocabulary, inputs["input_ids"])
-                with contextlib.suppress(StopForward):
-                    skeleton(**inputs, use_cache=False)
-                recorded.append(dict(record))
-        hidden = [_hidden_argument(calls[0]) for calls in recorded]
-        captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-        wanted = set(layers)
-        for i in progress_bar(range(deepest + 1), desc="blocks", unit="block", enabled=show_progress):
+            hidden = [_hidden_argument(tap.arguments(skeleton, tensors, 0)) for tensors in inputs]
+        # Allocated before any block runs: a state kept from each batch as it runs would pin the top of the heap
+        # above the batch's freed temporaries, and the heap would grow by every batch (0.15 GB a block on Gemma).
+        width = int(self.config.get_text_config().hidden_size)
+        captured = {layer: [torch.empty((len(batch.rows), width)) for batch in batches] for layer in layers}
+        for i in progress_bar(range(max(layers) + 1), desc="blocks", unit="block", enabled=show_progress):
             block = self._load_block(meta_blocks[i], f"{prefix}{blocks_path}.{i}.", compute)
             meta_blocks[i] = None
             with torch.inference_mode():
-                for b, (batch, calls) in enumerate(zip(batches, recorded, strict=True)):
-                    args, kwargs = calls[i]
-                    args, kwargs = _with_hidden(args, kwargs, hidden[b])
-                    output = block(*args, **kwargs)
-                    # In place: a new tensor per batch would outlive the batch's temporaries and fragment the heap.
-                    hidden[b].copy_(output[0] if isinstance(output, tuple) else output)
-                    del output
-                    if i in wanted:
+                for b, batch in enumerate(batches):
+                    for part in _row_parts(*hidden[b].shape[:2]):
+                        part_inputs = {key: value[part] for key, value in inputs[b].items()}
+                        args, kwargs = _with_hidden(*tap.arguments(skeleton, part_inputs, i), hidden[b][part])
+                        output = block(*args, **kwargs)
+                        del args, kwargs
+                        # In place: a new tensor per batch would outlive its temporaries and fragment the heap.
+                        hidden[b][part] = output[0] if isinstance(output, tuple) else output
+                        del output
+                    if i in captured:
                         rows = torch.arange(hidden[b].shape[0])
-                        captured[i].append(hidden[b][rows, batch.last_index].float())
+                        captured[i][b].copy_(hidden[b][rows, torch.from_numpy(batch.last_index)])
             del block
             _return_freed_memory()
         return captured
@@ -412,7 +426,6 @@ class StreamedModel:
 
     def _rows(self, name: str, rows: torch.Tensor) -> torch.Tensor:
         """Rows ``rows`` of a 2-D stored tensor, read through a memory map (only their pages are touched)."""
-        import numpy as np
         import torch
 
         stored = self._index.get(name)
@@ -440,6 +453,16 @@ def _embedding_name(skeleton: Any) -> str:
     """The module name of the skeleton's input embedding (``embed_tokens``, ``wte``, ...)."""
     embedding = skeleton.get_input_embeddings()
     return str(next(name for name, module in skeleton.named_modules() if module is embedding))
+
+
+def _row_parts(n_rows: int, n_tokens: int) -> list[slice]:
+    """A batch's rows in parts of at most ``MAX_BLOCK_TOKENS`` padded tokens (at least one row each).
+
+    Rows are independent in a block (each attends only to itself), so the parts give the batch's result,
+    while a block's temporaries stay the size of one part.
+    """
+    step = max(1, MAX_BLOCK_TOKENS // max(1, n_tokens))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 
 def _return_freed_memory() -> None:

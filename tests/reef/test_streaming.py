@@ -40,10 +40,17 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return models
 
 
+@pytest.mark.parametrize("block_tokens", [streaming.MAX_BLOCK_TOKENS, 40])
 @pytest.mark.parametrize("model_type", STREAMABLE_MODEL_TYPES)
 def test_streamed_states_equal_the_whole_model(
-    model_type: str, tiny_models: dict[str, Path], few_probes: ProbeSet
+    model_type: str,
+    block_tokens: int,
+    tiny_models: dict[str, Path],
+    few_probes: ProbeSet,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Whole batches through each block, or (40 tokens a call) every batch in parts of rows."""
+    monkeypatch.setattr(streaming, "MAX_BLOCK_TOKENS", block_tokens)
     texts = [*few_probes.texts, LONG_PROBE]
     whole = load_model(tiny_models[model_type])
     streamed = load_streamed(tiny_models[model_type])
