@@ -1,7 +1,8 @@
 """The public entry points: ``fingerprint(model)`` and ``compare(fp, registry)``.
 
 ``fingerprint`` joins the two halves the science keeps apart: ``bot.sources`` turns a reference (a path or
-``org/name@sha``) into local files, then ``bot.reef`` loads, extracts and builds the fingerprint.
+``org/name@sha``) into local files, then ``bot.reef`` tokenizes the probes (in a child process), loads the
+model, extracts and builds the fingerprint.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ Probes run in right-padded batches with attention masks, and each text's own las
 batched run equals one probe at a time. Texts are sorted by length to keep padding small, and results are
 returned in the probes' order. The forward pass stops after the deepest block that is asked for.
 
-Tokenizing (``probe_batches``) and running (``batch_states``) are separate steps, so the tokenizer can be
-dropped before any weight is read (see ``LoadedModel.load_tokenizer``). Two runners share the tokenized
-batches: the whole model in memory (forward hooks on its blocks), or a ``BlockRunner`` that streams the model
-one block at a time (``bot.reef.streaming``, for models that would not fit). Both see the same batches, so they
-return the same states.
+Tokenizing (``probe_batches``, numpy only) and running (``batch_states``) are separate steps, so the probes
+can be tokenized before the model is loaded, in a process of their own (``bot.reef.tokenizing``). Two runners
+share the tokenized batches: the whole model in memory (forward hooks on its blocks), or a ``BlockRunner`` that
+streams the model one block at a time (``bot.reef.streaming``, for models that would not fit). Both see the
+same batches, so they return the same states.
 """
 
 from __future__ import annotations

@@ -461,7 +461,7 @@ def _row_parts(n_rows: int, n_tokens: int) -> list[slice]:
     Rows are independent in a block (each attends only to itself), so the parts give the batch's result,
     while a block's temporaries stay the size of one part.
     """
-    step = max(1, MAX_BLOCK_TOKENS // max(1, n_tokens))
+    step = max(1, MAX_BLOCK_TOKENS // n_tokens)
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 

@@ -35,7 +35,7 @@ def test_the_child_tokenizes_as_the_loaded_model_does(
 ) -> None:
     path = request.getfixturevalue(model)
     texts = [*few_probes.texts, LONG_PROBE]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bot.reef.extraction"):
         apart = tokenize_apart(tokenizer_files(path), texts, batch_size=8)
     assert "1 probe(s) reached" in caplog.text  # the child's warning, logged again here
     here = _tokenized_here(path, texts, batch_size=8)
