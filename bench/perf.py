@@ -93,8 +93,8 @@ threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(proc.pid, 0)
 done.set()
 json.dump({"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-           "peak_rss_bytes": max(usage.ru_maxrss * 1024, peak[0]), "tree_peak_sampled_bytes": peak[0],
-           "returncode": os.waitstatus_to_exitcode(status)}, open(sys.argv[1], "w"))
+           "peak_rss_bytes": max(usage.ru_maxrss * 1024, peak[0]), "returncode": os.waitstatus_to_exitcode(status)},
+          open(sys.argv[1], "w"))
 """
 
 
