@@ -376,6 +376,116 @@ def drop_block(source: str, block: int, shop: Workshop, out: Path) -> None:
     save(smaller, tokenizer, out)
 
 
+# ---- rotations of the residual stream ----------------------------------------------------------------------------
+# What SliceGPT, QuaRot and SpinQuant do before slicing or quantizing: fold each norm's gain (and bias) into the
+# weights that read its output, then multiply the residual stream by an orthogonal matrix Q. Every norm left has
+# unit gain, so it commutes with Q (RMSNorm keeps the length; LayerNorm also needs a stream with zero mean and a Q
+# that keeps the all-ones direction), and the logits are unchanged.
+
+# Per architecture: (norm, parameters, the weights that read its output) for each block, and the weights that
+# write to the stream. Llama/Qwen2 weights are (out, in); GPT-2's Conv1D weights are (in, out).
+_READERS = {
+    "llama": (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+              ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))),
+    "gpt2": (("ln_1", ("attn.c_attn",)), ("ln_2", ("mlp.c_fc",))),
+}  # fmt: skip
+_READERS["qwen2"] = _READERS["llama"]
+_WRITERS = {"llama": ("self_attn.o_proj", "mlp.down_proj"), "gpt2": ("attn.c_proj", "mlp.c_proj")}
+_WRITERS["qwen2"] = _WRITERS["llama"]
+
+
+def random_rotation(width: int, seed: int, *, keep_mean: bool) -> torch.Tensor:
+    """A random orthogonal ``width × width`` matrix (Haar, float64); with ``keep_mean`` it maps the all-ones
+    vector to itself (a rotation of the zero-mean subspace, which a LayerNorm model needs)."""
+    generator = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if not keep_mean:
+        return q
+    ones = torch.full((width, 1), width**-0.5, dtype=torch.float64)
+    basis = torch.linalg.qr(torch.cat([ones, q[:, 1:]], dim=1))[0][:, 1:]  # orthonormal basis of ones' complement
+    inner = random_rotation(width - 1, seed + 1, keep_mean=False)
+    return basis @ inner @ basis.T + ones @ ones.T
+
+
+def hadamard_rotation(width: int, *, keep_mean: bool) -> torch.Tensor:
+    """The normalized Sylvester-Hadamard matrix (QuaRot's choice; width a power of two). ``keep_mean`` composes it
+    with the reflection that swaps the all-ones direction and the first axis, which Hadamard maps back."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < width:
+        h = torch.cat([torch.cat([h, h], dim=1), torch.cat([h, -h], dim=1)], dim=0)
+    if h.shape[0] != width:
+        raise ValueError(f"no Hadamard matrix of width {width}")
+    h = h / width**0.5
+    if not keep_mean:
+        return h
+    v = torch.full((width,), width**-0.5, dtype=torch.float64)
+    v[0] -= 1.0
+    return h @ (torch.eye(width, dtype=torch.float64) - 2 * torch.outer(v, v) / (v @ v))
+
+
+def rotate_residual(model: torch.nn.Module, rotation: torch.Tensor) -> torch.nn.Module:
+    """The same function with its residual stream multiplied by ``rotation`` (module comment above). The
+    embedding and the LM head come apart (a tied head would need the final norm's gain in the embedding)."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    arch = config.model_type
+    gpt2 = arch == "gpt2"
+    state = {name: tensor.detach().to(torch.float64).clone() for name, tensor in model.state_dict().items()}
+    prefix = "transformer." if gpt2 else "model."
+    blocks = f"{prefix}h" if gpt2 else f"{prefix}layers"
+    if gpt2:  # a zero-mean stream, so that LayerNorm's centring does nothing and the rotation commutes with it
+        for name in (f"{prefix}wte.weight", f"{prefix}wpe.weight"):
+            state[name] -= state[name].mean(dim=1, keepdim=True)
+    for block in range(config.num_hidden_layers):
+        stem = f"{blocks}.{block}."
+        for norm, readers in _READERS[arch]:
+            gain = state[f"{stem}{norm}.weight"]
+            shift = state.pop(f"{stem}{norm}.bias", None)
+            for reader in readers:
+                weight = state[f"{stem}{reader}.weight"]
+                if gpt2:
+                    state[f"{stem}{reader}.bias"] += shift @ weight
+                    state[f"{stem}{reader}.weight"] = rotation.T @ (gain[:, None] * weight)
+                else:
+                    state[f"{stem}{reader}.weight"] = (weight * gain) @ rotation
+            state[f"{stem}{norm}.weight"] = torch.ones_like(gain)
+            if shift is not None:
+                state[f"{stem}{norm}.bias"] = torch.zeros_like(shift)
+        for writer in _WRITERS[arch]:
+            weight = state[f"{stem}{writer}.weight"]
+            if gpt2:
+                weight = weight - weight.mean(dim=1, keepdim=True)
+                bias = state[f"{stem}{writer}.bias"]
+                state[f"{stem}{writer}.bias"] = (bias - bias.mean()) @ rotation
+                state[f"{stem}{writer}.weight"] = weight @ rotation
+            else:
+                state[f"{stem}{writer}.weight"] = rotation.T @ weight
+    final = f"{prefix}ln_f" if gpt2 else f"{prefix}norm"
+    gain = state[f"{final}.weight"]
+    state["lm_head.weight"] = (state["lm_head.weight"] * gain) @ rotation
+    state[f"{final}.weight"] = torch.ones_like(gain)
+    if gpt2:  # the final LayerNorm keeps a bias: the old one, moved behind the folded gain and rotated
+        state[f"{final}.bias"] = (state[f"{final}.bias"] / gain) @ rotation
+    for name in (f"{prefix}wte.weight", f"{prefix}wpe.weight") if gpt2 else (f"{prefix}embed_tokens.weight",):
+        state[name] = state[name] @ rotation
+    config.tie_word_embeddings = False
+    rotated = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    rotated.load_state_dict({name: tensor.to(torch.float32) for name, tensor in state.items()})
+    return rotated.eval()
+
+
+def rotated(source: str, how: str, seed: int, shop: Workshop, out: Path) -> None:
+    """``source`` with its residual stream rotated (``how``: "random" orthogonal or "hadamard")."""
+    model, tokenizer = shop.load(source)
+    width, keep_mean = model.config.hidden_size, model.config.model_type == "gpt2"
+    rotation = random_rotation(width, seed, keep_mean=keep_mean) if how == "random" else hadamard_rotation(
+        width, keep_mean=keep_mean
+    )
+    save(rotate_residual(model, rotation), tokenizer, out)
+
+
 # ---- GGUF ------------------------------------------------------------------------------------------------------
 
 

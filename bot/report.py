@@ -93,6 +93,8 @@ def _describe(report: Report, quote: Callable[[str], str]) -> str:
     names = [quote(name) for name in report.sources]
     if report.verdict is Verdict.DERIVED:
         return f"derived from {_join_names(names)}"
+    if report.verdict is Verdict.MERGED and report.unregistered_share is not None:
+        return f"merged from {_join_names([*names, 'an unregistered parent'])}"
     if report.verdict is Verdict.MERGED:
         return f"merged from {_join_names(names)}"
     if report.verdict is Verdict.UNRELATED:
@@ -115,7 +117,7 @@ def verdict_line(report: Report) -> str:
 
 def evidence_summary(match: SourceMatch) -> str:
     """One source's evidence in a few words: ``CKA 0.852, weights 0.981, adj. p 1.2e-08 (weights)``."""
-    weights = "" if match.weights is None else f", weights {match.weights.score:.3f}"
+    weights = "" if match.weights is None else f", weights {match.weights.score:.3f} ({match.weights.statistic})"
     return f"CKA {match.score:.3f}{weights}, adj. p {_format_p(match.p_adjusted)} ({match.evidence})"
 
 
@@ -126,7 +128,7 @@ def _match_cells(match: SourceMatch) -> list[str]:
         _format_pair(match.best_pair),
         _format_number(match.z, decimals=1),
         _format_p(match.p_value),
-        "-" if match.weights is None else _format_number(match.weights.score, decimals=3),
+        "-" if match.weights is None else f"{match.weights.score:.3f} {match.weights.statistic}",
         "-" if match.weights is None else _format_p(match.weights.p_value),
         str(match.evidence),
         _format_p(match.p_adjusted),
@@ -289,20 +291,23 @@ def _how_to_read(report: Report) -> str:
         "unrelated model scores this high; **adj. p** is Holm-adjusted over the sources checked. A source "
         f"matches at adj. p < {report.alpha}, is unrelated at adj. p ≥ {UNRELATED_P}, and is inconclusive "
         f"between the two or with fewer than {MIN_NULL} entries in its null. **Best pair** is the "
-        "(source block, suspect block) of the highest cell in the layer-by-layer grid. **Weights** is the "
-        "mean correlation of the two models' input-embedding units over shared tokens, after pairing the units "
-        "one to one (so permuted or rescaled copies still score 1.0); where it can be measured it decides "
-        "the source (**evidence**), with its p-value against the same unrelated entries: representations "
-        "alone do not tell a fine-tune from an independent model trained on the same data."
+        "(source block, suspect block) of the highest cell in the layer-by-layer grid. **Weights** compares "
+        "the two models' input-embedding rows of the tokens they share, less the few directions every trained "
+        "embedding shares, by two statistics: *units* pairs hidden units one to one (permuted or rescaled "
+        "copies score 1.0), *geometry* compares the tokens' inner products (rotated copies score 1.0); the one "
+        "with the smaller p-value against the same unrelated entries is shown, its p-value doubled. Where it "
+        "can be measured it decides the source (**evidence**): representations alone do not tell a fine-tune "
+        "from an independent model trained on the same data."
     )
 
 
 def _merge_line(report: Report) -> str:
     """The named sources' shares of the suspect's embedding rows, in one sentence."""
     shares = ", ".join(f"{_code(name)} {share:.2f}" for name, share in report.merge_coefficients.items())
-    return (
-        f"**Shares of the suspect's embedding rows** (non-negative least squares, R² {report.merge_fit:.3f}): {shares}."
-    )
+    if report.unregistered_share is not None:
+        shares += f", an unregistered parent {report.unregistered_share:.2f}"
+    fit = "least squares" if report.merge_fit is None else f"non-negative least squares, R² {report.merge_fit:.3f}"
+    return f"**Shares of the suspect's embedding rows** ({fit}): {shares}."
 
 
 def _markdown_link_target(path: str) -> str:

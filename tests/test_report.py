@@ -65,7 +65,7 @@ def make_report(verdict: Verdict, sources: tuple[str, ...], reason: str, *matche
         conditioned=True,
         alpha=0.01,
         null_ceiling=0.52,
-        weight_ceiling=None,
+        weight_ceilings={},
         verdict=verdict,
         sources=sources,
         merge_coefficients={},

@@ -67,19 +67,22 @@ from numpy.typing import NDArray
 from bot.errors import ConfigError, RegistryError
 from bot.reef.cka import MEASURES, Measure, condition_grams
 from bot.reef.fingerprint import Fingerprint
-from bot.reef.weights import Anchors, align, fit_sources
+from bot.reef.weights import STATISTICS, Alignment, Anchors, align, fit_sources, source_share, weight_scores
 
-REPORT_SCHEMA_VERSION = 2
+REPORT_SCHEMA_VERSION = 3
 ALIGN_WINDOW = 0.1
 MIN_NULL = 3
 DEFAULT_ALPHA = 0.01
 UNRELATED_P = 0.1
 WEIGHT_FLOOR = 0.8
+MERGE_FLOOR = 0.5
+MAX_MERGE_SHARE = 0.8
 _MAX_ATANH_INPUT = 1 - 1e-7
 
 
 class Verdict(StrEnum):
-    """What the evidence says about a suspect (overall) or about one source."""
+    """What the evidence says about a suspect (overall) or about one source (MERGED: a part of the suspect,
+    the rest from a parent the registry does not hold; rule 7)."""
 
     DERIVED = "derived"
     MERGED = "merged"
@@ -100,18 +103,28 @@ class WeightEvidence:
     """What the input-embedding rows say about one source (``bot.reef.weights``).
 
     Attributes:
-        score: mean absolute correlation of the aligned hidden units.
+        statistic: the statistic that decided (a key of ``bot.reef.weights.STATISTICS``: the one with the
+            smaller p-value, or the higher score without a null).
+        score: that statistic's score; scores every statistic's.
         shared_tokens: anchor tokens both models have.
-        z, p_value: as for CKA (rule 3), against the source's unrelated entries; None without a null.
-        n_null: how many entries formed that null; null_mean their mean score.
+        z: the deciding statistic's standard score against the source's unrelated entries (rule 3).
+        p_values: each statistic's prediction p-value (rule 3); None without a null.
+        p_value: the smallest of them times their number (Bonferroni), so that taking the better of the two
+            statistics stays honest under independence; None without a null.
+        share: how much of the source's rows the suspect holds (``bot.reef.weights.source_share``).
+        n_null: how many entries formed the null; null_mean their mean score on the deciding statistic.
         net_of: the sources whose fitted share was taken out of the suspect's rows before aligning (a
             merge's further source, rule 6); empty for a direct comparison.
     """
 
+    statistic: str
     score: float
+    scores: Mapping[str, float]
     shared_tokens: int
     z: float | None
+    p_values: Mapping[str, float | None]
     p_value: float | None
+    share: float | None
     n_null: int
     null_mean: float | None
     net_of: tuple[str, ...] = ()
@@ -119,10 +132,14 @@ class WeightEvidence:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {
+            "statistic": self.statistic,
             "score": round(self.score, 4),
+            "scores": {name: round(value, 4) for name, value in self.scores.items()},
             "shared_tokens": self.shared_tokens,
             "z": None if self.z is None else round(self.z, 3),
+            "p_values": dict(self.p_values),
             "p_value": self.p_value,
+            "share": None if self.share is None else round(self.share, 4),
             "n_null": self.n_null,
             "null_mean": None if self.null_mean is None else round(self.null_mean, 4),
             "net_of": list(self.net_of),
@@ -197,11 +214,14 @@ class Report:
         conditioned: whether the probes' surface features were projected out first (rule 0).
         alpha: significance level of a match.
         null_ceiling: the highest null score over all sources checked (rule 4); None without any null.
-        weight_ceiling: the same over weight scores (rule 5); None without weight evidence.
-        verdict: the overall verdict; sources: the sources it names (one if derived, two or more if merged).
+        weight_ceilings: the same per weight statistic (rule 5); empty without weight evidence.
+        verdict: the overall verdict; sources: the sources it names (one if derived, two or more if merged,
+            one or more if merged with an unregistered parent).
         merge_coefficients: for a match with weight evidence, each named source's share of the suspect's
             embedding rows (non-negative least squares, ``bot.reef.weights.fit_sources``); merge_fit
             the fit's R². Empty and None otherwise.
+        unregistered_share: for a merge with a parent the registry does not hold (rule 7), the share of the
+            suspect's rows that no registered source explains; None otherwise.
         reason: one sentence saying which rule decided.
         matches: per-source evidence, most significant first.
     """
@@ -213,11 +233,12 @@ class Report:
     conditioned: bool
     alpha: float
     null_ceiling: float | None
-    weight_ceiling: float | None
+    weight_ceilings: Mapping[str, float]
     verdict: Verdict
     sources: tuple[str, ...]
     merge_coefficients: Mapping[str, float]
     merge_fit: float | None
+    unregistered_share: float | None = None
     reason: str
     matches: tuple[SourceMatch, ...]
 
@@ -231,11 +252,12 @@ class Report:
             "conditioned": self.conditioned,
             "alpha": self.alpha,
             "null_ceiling": None if self.null_ceiling is None else round(self.null_ceiling, 4),
-            "weight_ceiling": None if self.weight_ceiling is None else round(self.weight_ceiling, 4),
+            "weight_ceilings": {name: round(value, 4) for name, value in self.weight_ceilings.items()},
             "verdict": str(self.verdict),
             "sources": list(self.sources),
             "merge_coefficients": {name: round(value, 4) for name, value in self.merge_coefficients.items()},
             "merge_fit": None if self.merge_fit is None else round(self.merge_fit, 4),
+            "unregistered_share": None if self.unregistered_share is None else round(self.unregistered_share, 4),
             "reason": self.reason,
             "matches": [match.to_dict() for match in self.matches],
         }
@@ -537,7 +559,7 @@ def compare(
     nulls = stack.null_scores(sources, range(len(entries)), masks)
     weight_nulls = [_weight_null(entries[index], entries, mask) for index, mask in zip(sources, masks, strict=True)]
     ceiling = max((float(null.max()) for null in nulls if len(null)), default=None)
-    weight_ceiling = max((float(null.max()) for null in weight_nulls if len(null) >= MIN_NULL), default=None)
+    weight_ceilings = _weight_ceilings(weight_nulls)
     evidence: list[dict[str, Any]] = []
     for index, null, weight_null in zip(sources, nulls, weight_nulls, strict=True):
         source = entries[index]
@@ -564,13 +586,14 @@ def compare(
     for item in evidence:
         item["weights"] = item["direct_weights"]
     _look_for_more_sources(evidence, fp, alpha)
-    matches = _judge(evidence, fp, alpha, weight_ceiling)
+    matches = _judge(evidence, fp, alpha, weight_ceilings)
     sources_by_name = {entries[index].name: entries[index] for index in sources}
-    verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceiling)
-    direct = {item["source"].name: _score(item["direct_weights"]) for item in evidence}
-    coefficients, fit = _merge_shares(
-        fp, sorted((sources_by_name[name] for name in named), key=lambda s: -direct[s.name])
-    )
+    verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceilings)
+    coefficients, fit = _merge_shares(fp, [sources_by_name[name] for name in named])
+    unregistered = None
+    held = _held_shares(matches, named)
+    if held is not None:  # rule 7: shares on the rows' fine parts, which the unregistered parent does not bias
+        coefficients, fit, unregistered = held, None, max(0.0, 1.0 - sum(held.values()))
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
@@ -578,28 +601,31 @@ def compare(
         conditioned=conditioned,
         alpha=alpha,
         null_ceiling=ceiling,
-        weight_ceiling=weight_ceiling,
+        weight_ceilings=weight_ceilings,
         verdict=verdict,
         sources=named,
         merge_coefficients=coefficients,
         merge_fit=fit,
+        unregistered_share=unregistered,
         reason=reason,
         matches=tuple(matches),
     )
 
 
 def _judge(
-    evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float, weight_ceiling: float | None
+    evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float, weight_ceilings: Mapping[str, float]
 ) -> list[SourceMatch]:
     """Fuse each source's evidence (rule 5), Holm-adjust the deciding p-values, and decide per source."""
     for item in evidence:
         p, weights = item["p_value"], item["weights"]
         item["representations_match"] = p is not None and p < alpha and item["above_ceiling"]
+        item["part_of_merge"] = False
         if weights is None or weights.p_value is None:
             item["p_fused"], item["clears_ceiling"] = p, item["above_ceiling"]
         else:
-            above = weights.score >= WEIGHT_FLOOR and (weight_ceiling is None or weights.score > weight_ceiling)
-            item["p_fused"], item["clears_ceiling"] = weights.p_value, above
+            above_null = weights.score > weight_ceilings.get(weights.statistic, -np.inf)
+            item["p_fused"], item["clears_ceiling"] = weights.p_value, above_null and weights.score >= WEIGHT_FLOOR
+            item["part_of_merge"] = above_null and _holds_a_share(weights)
         item["p_adjusted"] = None
     tested = [item for item in evidence if item["p_fused"] is not None]
     for item, adjusted in zip(tested, _holm([item["p_fused"] for item in tested]), strict=True):
@@ -622,7 +648,7 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
     """
     if fp.anchors is None:
         return
-    comparable = [item for item in evidence if item["source"].anchors is not None and len(item["weight_null"])]
+    comparable = [item for item in evidence if item["source"].anchors is not None and _null_size(item["weight_null"])]
     for _ in range(len(comparable)):
         candidates = sorted(
             (item for item in comparable if _significant(item, alpha)),
@@ -650,6 +676,16 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
             return
 
 
+def _holds_a_share(weights: WeightEvidence) -> bool:
+    """Rule 7: the suspect holds a part of the source's own units, scaled down as a merge scales its parents."""
+    return (
+        weights.statistic == "units"
+        and MERGE_FLOOR <= weights.score < WEIGHT_FLOOR
+        and weights.share is not None
+        and weights.share <= MAX_MERGE_SHARE
+    )
+
+
 def _significant(item: dict[str, Any], alpha: float) -> bool:
     weights: WeightEvidence | None = item["weights"]
     return weights is not None and weights.p_value is not None and weights.p_value < alpha
@@ -659,51 +695,87 @@ def _score(weights: WeightEvidence | None) -> float:
     return -1.0 if weights is None else weights.score
 
 
-def _weight_null(source: Fingerprint, entries: Sequence[Fingerprint], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Alignment scores of the source against the unrelated entries its vocabulary overlaps enough."""
-    scores = []
+def _weight_null(
+    source: Fingerprint, entries: Sequence[Fingerprint], mask: NDArray[np.bool_]
+) -> dict[str, NDArray[np.float64]]:
+    """Each statistic's scores of the source against the unrelated entries its vocabulary overlaps enough."""
+    scores: dict[str, list[float]] = {name: [] for name in STATISTICS}
     if source.anchors is not None:
         for entry, unrelated in zip(entries, mask, strict=True):
             if unrelated and entry.anchors is not None:
-                found = align(source.anchors, entry.anchors)
+                found = weight_scores(source.anchors, entry.anchors)
                 if found is not None:
-                    scores.append(found.score)
-    return np.asarray(scores, dtype=np.float64)
+                    for name, value in found[0].items():
+                        scores[name].append(value)
+    return {name: np.asarray(values, dtype=np.float64) for name, values in scores.items()}
+
+
+def _null_size(null: Mapping[str, NDArray[np.float64]]) -> int:
+    return min(len(values) for values in null.values())
+
+
+def _weight_ceilings(nulls: Sequence[Mapping[str, NDArray[np.float64]]]) -> dict[str, float]:
+    """Per statistic, the highest score between any source and an entry unrelated to it (rule 5)."""
+    usable = [null for null in nulls if _null_size(null) >= MIN_NULL]
+    return {name: max(float(null[name].max()) for null in usable) for name in STATISTICS} if usable else {}
 
 
 def _weight_evidence(
-    source: Anchors | None, suspect: Anchors | None, null: NDArray[np.float64], *, net_of: tuple[str, ...] = ()
+    source: Anchors | None,
+    suspect: Anchors | None,
+    null: Mapping[str, NDArray[np.float64]],
+    *,
+    net_of: tuple[str, ...] = (),
 ) -> WeightEvidence | None:
-    """The suspect's alignment to the source and its p-value; None where the weights cannot be compared."""
+    """The suspect's weight statistics against the source and their p-values; None where the weights cannot
+    be compared."""
     if source is None or suspect is None:
         return None
-    found = align(source, suspect)
+    found = weight_scores(source, suspect)
     if found is None:
         return None
-    z, p = _prediction_p(found.score, null) if len(null) >= MIN_NULL else (None, None)
+    scores, shared = found
+    calibrated = _null_size(null) >= MIN_NULL
+    tests = {name: _prediction_p(score, null[name]) if calibrated else (None, None) for name, score in scores.items()}
+    if calibrated:
+        statistic = min(scores, key=lambda name: (tests[name][1], -scores[name]))
+    else:
+        statistic = max(scores, key=lambda name: scores[name])
+    z, p = tests[statistic]
     return WeightEvidence(
-        score=found.score,
-        shared_tokens=found.shared_tokens,
+        statistic=statistic,
+        score=scores[statistic],
+        scores=scores,
+        shared_tokens=shared,
         z=z,
-        p_value=p,
-        n_null=len(null),
-        null_mean=float(null.mean()) if len(null) else None,
+        p_values={name: p_value for name, (_, p_value) in tests.items()},
+        p_value=None if p is None else min(1.0, len(scores) * p),
+        share=source_share(source, suspect),
+        n_null=_null_size(null),
+        null_mean=float(null[statistic].mean()) if _null_size(null) else None,
         net_of=net_of,
     )
 
 
-def _merge_shares(fp: Fingerprint, ordered: Sequence[Fingerprint]) -> tuple[dict[str, float], float | None]:
+def _merge_shares(fp: Fingerprint, named: Sequence[Fingerprint]) -> tuple[dict[str, float], float | None]:
     """Each named source's share of the suspect's anchor rows, when every one of them has anchors.
 
-    ``ordered`` goes strongest direct alignment first: a minor component aligns well only with what the major
-    one leaves.
+    They are fitted strongest unit alignment first: a minor component aligns well only with what the major one
+    leaves.
     """
-    if not ordered or fp.anchors is None or any(source.anchors is None for source in ordered):
+    if not named or fp.anchors is None or any(source.anchors is None for source in named):
         return {}, None
-    fit = fit_sources(fp.anchors, [source.anchors for source in ordered if source.anchors is not None])
+    suspect = fp.anchors
+    alignments = {source.name: align(source.anchors, suspect) for source in named if source.anchors is not None}
+    ordered = sorted(named, key=lambda source: -_alignment_score(alignments[source.name]))
+    fit = fit_sources(suspect, [source.anchors for source in ordered if source.anchors is not None])
     if fit is None:
         return {}, None
     return {source.name: share for source, share in zip(ordered, fit.shares, strict=True)}, fit.r2
+
+
+def _alignment_score(alignment: Alignment | None) -> float:
+    return -1.0 if alignment is None else alignment.score
 
 
 def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> SourceMatch:
@@ -712,8 +784,10 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> Source
     carried_by_weights = weights is not None and weights.p_value is not None
     if adjusted is None:
         verdict = Verdict.INCONCLUSIVE
+    elif adjusted < alpha and item["clears_ceiling"]:
+        verdict = Verdict.DERIVED
     elif adjusted < alpha:
-        verdict = Verdict.DERIVED if item["clears_ceiling"] else Verdict.INCONCLUSIVE
+        verdict = Verdict.MERGED if item["part_of_merge"] else Verdict.INCONCLUSIVE
     elif carried_by_weights and item["representations_match"]:
         verdict = Verdict.INCONCLUSIVE  # computes like the source without its weights (rule 5)
     elif adjusted >= UNRELATED_P:
@@ -722,7 +796,7 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> Source
         verdict = Verdict.INCONCLUSIVE
     if not carried_by_weights:
         evidence = Evidence.REPRESENTATIONS
-    elif verdict is Verdict.DERIVED and item["representations_match"]:
+    elif verdict in (Verdict.DERIVED, Verdict.MERGED) and item["representations_match"]:
         evidence = Evidence.BOTH
     else:
         evidence = Evidence.WEIGHTS
@@ -752,17 +826,17 @@ def _decide(
     sources: dict[str, Fingerprint],
     alpha: float,
     ceiling: float | None,
-    weight_ceiling: float | None,
+    weight_ceilings: Mapping[str, float],
 ) -> tuple[Verdict, tuple[str, ...], str]:
-    """Overall verdict, the sources it names, and the reason, from per-source evidence (rules 4 and 5)."""
-    hits = [m for m in matches if m.verdict is Verdict.DERIVED]
+    """Overall verdict, the sources it names, and the reason, from per-source evidence (rules 4, 5 and 7)."""
+    hits = [m for m in matches if m.verdict in (Verdict.DERIVED, Verdict.MERGED)]
     if not hits:
         if not matches:
             return Verdict.INCONCLUSIVE, (), "the registry has no sources to check against"
         unsure = [m for m in matches if m.verdict is Verdict.INCONCLUSIVE]
         if not unsure:
             return Verdict.UNRELATED, (), f"no source reaches adjusted p < {alpha}"
-        return Verdict.INCONCLUSIVE, (), _unsure_reason(unsure, alpha, ceiling, weight_ceiling)
+        return Verdict.INCONCLUSIVE, (), _unsure_reason(unsure, alpha, ceiling, weight_ceilings)
     families: list[list[SourceMatch]] = []
     for hit in hits:  # most significant first, so each family's first member is its best source
         family = next((f for f in families if any(_related(sources[hit.source], sources[m.source]) for m in f)), None)
@@ -771,6 +845,16 @@ def _decide(
         else:
             family.append(hit)
     named = tuple(family[0].source for family in families)
+    if any(family[0].verdict is Verdict.MERGED for family in families):
+        parts = " and ".join(
+            f"{family[0].source} (share {_share(family[0])}, units {_weight_score(family[0]):.2f})" for family in families
+        )
+        return (
+            Verdict.MERGED,
+            named,
+            f"merged from {parts} and an unregistered parent: adjusted p = {hits[0].p_adjusted:.2g} < {alpha}, "
+            f"on {hits[0].evidence}",
+        )
     if len(families) == 1:
         return (
             Verdict.DERIVED,
@@ -781,22 +865,40 @@ def _decide(
     return Verdict.MERGED, named, f"{len(named)} unrelated sources match at adjusted p < {alpha}: {listed}"
 
 
+def _share(match: SourceMatch) -> str:
+    share = None if match.weights is None else match.weights.share
+    return "?" if share is None else f"{share:.2f}"
+
+
+def _weight_score(match: SourceMatch) -> float:
+    return -1.0 if match.weights is None else match.weights.score
+
+
+def _held_shares(matches: Sequence[SourceMatch], named: Sequence[str]) -> dict[str, float] | None:
+    """Rule 7: each named source's share of the suspect, when one of them is part of a merge with a parent the
+    registry does not hold; None otherwise."""
+    if not any(m.verdict is Verdict.MERGED for m in matches if m.source in named):
+        return None
+    return {m.source: m.weights.share or 0.0 for m in matches if m.source in named and m.weights is not None}
+
+
 def _unsure_reason(
-    unsure: Sequence[SourceMatch], alpha: float, ceiling: float | None, weight_ceiling: float | None
+    unsure: Sequence[SourceMatch], alpha: float, ceiling: float | None, weight_ceilings: Mapping[str, float]
 ) -> str:
     """Why no source matched although some were not cleared, most telling reason first."""
+    weight_ceiling = max(weight_ceilings.values(), default=0.0)
     lookalikes = [m for m in unsure if m.weights is not None and m.evidence is Evidence.WEIGHTS]
     lookalikes = [m for m in lookalikes if m.p_value is not None and m.p_value < alpha]
     if lookalikes:
         scores = ", ".join(f"{m.source} {m.weights.score:.2f}" for m in lookalikes if m.weights is not None)
         return (
             f"representations match but weights were not inherited (weight score {scores}; a copy scores at "
-            f"least {max(WEIGHT_FLOOR, weight_ceiling or 0.0):.2f}): a distilled student or convergent training"
+            f"least {max(WEIGHT_FLOOR, weight_ceiling):.2f}): a distilled student or convergent training"
         )
     significant = [m for m in unsure if m.p_adjusted is not None and m.p_adjusted < alpha]
     if significant:
         limits = ", ".join(
-            f"{m.source} under the weight floor / ceiling {max(WEIGHT_FLOOR, weight_ceiling or 0.0):.3f}"
+            f"{m.source} under the weight floor / ceiling {max(WEIGHT_FLOOR, weight_ceiling):.3f}"
             if m.evidence is Evidence.WEIGHTS
             else f"{m.source} under the null ceiling {ceiling or 0.0:.3f}"
             for m in significant
