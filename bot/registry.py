@@ -40,6 +40,35 @@ GRAMS_FILE = "grams.safetensors"
 ANCHOR_TOKENS_FILE = "anchors.json"
 ANCHOR_ROWS_FILE = "anchors.safetensors"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+# More probes than any probe set reefguard reads; a larger n_probes in meta.yaml is corruption (its Grams would
+# take n_probes² floats per layer).
+MAX_PROBES = 100_000
+
+
+class _MetaLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases: reefguard never writes them, and a few nested aliases expand to
+    billions of nodes (a "billion laughs" file hangs the reader)."""
+
+    def fetch_alias(self) -> None:
+        raise yaml.scanner.ScannerError(
+            None, None, "YAML aliases (*name) are not allowed in a registry entry", self.get_mark()
+        )
+
+
+class _MetaDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes repeated values out instead of as aliases (which ``_MetaLoader`` refuses)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's own message spans several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{error.problem or error.context or 'invalid YAML'}{where}"
+    return " ".join(str(error).split())
 
 
 def check_name(name: str) -> str:
@@ -102,20 +131,44 @@ class Registry:
                 return fingerprint
         raise RegistryError(f"{self.root}: no entry named {key!r} or with weights of that sha256", path=self.root)
 
+    def check_can_add(self, name: str, *, replace: bool = False) -> None:
+        """Check, before any slow work, that ``add`` could write an entry named ``name`` here.
+
+        Raises:
+            ConfigError: the name is invalid.
+            RegistryError: the name is taken (and ``replace`` is false), the registry path is not a folder, or
+                the folder (or the nearest existing folder above it) is not writable.
+        """
+        final = self.root / check_name(name)
+        if final.exists() and not replace:
+            raise RegistryError(
+                f"{final}: an entry named {name!r} exists; remove it first or pass --replace", path=final
+            )
+        existing = next((p for p in (self.root, *self.root.absolute().parents) if p.exists()), None)
+        if existing is None or not existing.is_dir():
+            raise RegistryError(
+                f"{self.root}: cannot hold a registry, {existing} is not a folder; pass --registry FOLDER",
+                path=self.root,
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RegistryError(
+                f"{self.root}: cannot write a registry entry, {existing} is not writable; pass --registry FOLDER",
+                path=self.root,
+            )
+
     def add(self, fingerprint: Fingerprint, *, replace: bool = False) -> Path:
         """Write an entry atomically and return its folder.
 
         Raises:
-            RegistryError: the name is taken and ``replace`` is false.
+            RegistryError: the name is taken and ``replace`` is false; the registry cannot be written.
             ConfigError: the name is invalid.
         """
-        final = self.root / check_name(fingerprint.name)
-        if final.exists() and not replace:
-            raise RegistryError(
-                f"{final}: an entry named {fingerprint.name!r} exists; remove it first or pass --replace",
-                path=final,
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.check_can_add(fingerprint.name, replace=replace)
+        final = self.root / fingerprint.name
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RegistryError(f"{self.root}: cannot create the registry folder ({e.strerror})", path=self.root) from e
         staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint.name}.", dir=self.root))
         try:
             self._write(staging, fingerprint)
@@ -155,7 +208,9 @@ class Registry:
             save_file({"rows": fingerprint.anchors.rows.astype(np.float16)}, str(folder / ANCHOR_ROWS_FILE))
             tokens = json.dumps({"tokens": fingerprint.anchors.tokens}, ensure_ascii=False, indent=0)
             (folder / ANCHOR_TOKENS_FILE).write_text(tokens + "\n", encoding="utf-8")
-        text = yaml.safe_dump(fingerprint.to_dict(), sort_keys=True, allow_unicode=True, default_flow_style=False)
+        text = yaml.dump(
+            fingerprint.to_dict(), Dumper=_MetaDumper, sort_keys=True, allow_unicode=True, default_flow_style=False
+        )
         (folder / META_FILE).write_text(text, encoding="utf-8")
 
     @staticmethod
@@ -165,20 +220,41 @@ class Registry:
 
         meta_path = folder / META_FILE
         try:
-            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+            meta = yaml.load(meta_path.read_text(encoding="utf-8"), Loader=_MetaLoader)  # a SafeLoader
+        except yaml.YAMLError as e:
+            raise RegistryError(f"{meta_path}: not valid YAML ({_yaml_problem(e)})", path=meta_path) from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{meta_path}: unreadable ({_one_line(e)})", path=meta_path) from e
+        except RecursionError as e:
+            raise RegistryError(f"{meta_path}: YAML nested too deeply to read", path=meta_path) from e
+        n_probes = meta.get("n_probes") if isinstance(meta, dict) else None
+        if not isinstance(n_probes, int) or isinstance(n_probes, bool):
+            raise RegistryError(f"{meta_path}: not a fingerprint metadata mapping", path=meta_path)
+        if not 0 < n_probes <= MAX_PROBES:
+            raise RegistryError(f"{meta_path}: n_probes {n_probes} is outside 1..{MAX_PROBES}", path=meta_path)
+        try:
             arrays = load_file(str(folder / GRAMS_FILE))
             packed, basis = arrays["grams"], arrays["probe_basis"]
             anchors = _read_anchors(folder)
-        except (OSError, yaml.YAMLError, SafetensorError, KeyError, ValueError, TypeError) as e:
-            raise RegistryError(f"{folder}: unreadable registry entry ({e})", path=folder) from e
-        if not isinstance(meta, dict) or not isinstance(meta.get("n_probes"), int):
-            raise RegistryError(f"{meta_path}: not a fingerprint metadata mapping", path=meta_path)
+        except (OSError, SafetensorError, KeyError, ValueError, TypeError, RecursionError) as e:
+            raise RegistryError(f"{folder}: unreadable registry entry ({_one_line(e)})", path=folder) from e
+        if packed.ndim != 2 or packed.shape[1] != n_probes * (n_probes + 1) // 2:
+            raise RegistryError(
+                f"{folder / GRAMS_FILE}: Grams of shape {packed.shape} do not hold {n_probes} probes", path=folder
+            )
         try:
             return Fingerprint.from_dict(meta, unpack_grams(packed, meta["n_probes"]), basis, anchors)
         except RegistryError as e:
             raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
         except (TypeError, ValueError) as e:
             raise RegistryError(f"{meta_path}: malformed metadata ({e})", path=meta_path) from e
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read"
+    return text[:300] or type(error).__name__
 
 
 def _read_anchors(folder: Path) -> Anchors | None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bot._output import redact
 from bot.errors import RemoteError
 
 if TYPE_CHECKING:
@@ -126,10 +127,13 @@ def is_not_found(error: BaseException) -> bool:
 
 
 def _message(error: Any) -> str:
+    """GitHub's message, on one line and with any token it echoes masked."""
     data = getattr(error, "data", None)
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])
-    return str(getattr(error, "message", None) or "no message")
+        text = str(data["message"])
+    else:
+        text = str(getattr(error, "message", None) or "no message")
+    return redact(" ".join(text.split()))
 
 
 def _hint(status: int | None) -> str:

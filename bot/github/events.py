@@ -53,6 +53,8 @@ def _load(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the event payload ({e.strerror})", path=path, key="event") from e
     except ValueError as e:
         raise ConfigError(f"{path}: the event payload is not JSON ({e})", path=path, key="event") from e
+    except RecursionError as e:
+        raise ConfigError(f"{path}: the event payload is nested too deeply to read", path=path, key="event") from e
     if not isinstance(payload, dict):
         raise ConfigError(f"{path}: the event payload is not a JSON object", path=path, key="event")
     return payload

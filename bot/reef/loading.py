@@ -19,9 +19,10 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +53,16 @@ SIDE_FILES = (
 )
 # The files a tokenizer's vocabulary comes in (fast, SentencePiece, BPE, WordPiece); one must be there.
 VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+# The safetensors library refuses larger headers too; a bigger claim is corruption, not a model.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
+# Config keys that size a model (whichever its family uses); each must fit in the stored weights.
+_CONFIG_BLOCK_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+_CONFIG_SIZE_KEYS = (
+    *_CONFIG_BLOCK_KEYS, "hidden_size", "n_embd", "d_model", "intermediate_size", "n_inner", "vocab_size",
+    "head_dim", "num_attention_heads", "n_head", "num_key_value_heads",
+)  # fmt: skip
+# A numbered block in a tensor name: "model.layers.3.", "transformer.h.3.", "encoder.layer.3.".
+_BLOCK_NUMBER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
 _SAFETENSORS_ITEMSIZE = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -151,9 +162,58 @@ def check_not_lfs_pointer(path: Path) -> None:
 def check_safetensors(path: Path) -> None:
     """Validate a safetensors file's header against its size without reading the tensors.
 
+    The format's rules (https://huggingface.co/docs/safetensors): tensors cover the data buffer end to end, in
+    any order, without overlaps or holes, so no byte of the file is unaccounted for.
+
     Raises:
-        ModelLoadError: for an LFS pointer, a truncated file, a header that is not JSON, or tensor offsets
-            that disagree with the shapes or the file size.
+        ModelLoadError: for an LFS pointer, a truncated file, a header that is not JSON (or nested too deeply to
+            read), or tensor offsets that disagree with the shapes, overlap, leave gaps or disagree with the size.
+    """
+    header_len, header = read_safetensors_header(path)
+    size = path.stat().st_size
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            n_values = 1
+            for dim in info["shape"]:
+                if int(dim) < 0:
+                    raise ValueError(f"negative dimension {dim}")
+                n_values *= int(dim)
+            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {name!r}", source=str(path)) from e
+        if begin < 0 or end - begin != n_values * itemsize:
+            raise ModelLoadError(
+                f"{path}: tensor {name!r} claims bytes {begin}-{end} but its shape needs {n_values * itemsize}",
+                source=str(path),
+            )
+        spans.append((begin, end, name))
+    data_end = 0
+    for begin, end, name in sorted(spans):
+        if begin != data_end:
+            what = "overlaps the tensor before it" if begin < data_end else f"leaves a gap of {begin - data_end} bytes"
+            raise ModelLoadError(
+                f"{path}: corrupt safetensors file: tensor {name!r} at byte {begin} {what}; download it again",
+                source=str(path),
+            )
+        data_end = end
+    if 8 + header_len + data_end != size:
+        raise ModelLoadError(
+            f"{path}: truncated or padded safetensors file (tensors need {8 + header_len + data_end} bytes, "
+            f"file has {size}); download it again",
+            source=str(path),
+        )
+
+
+def read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """A safetensors file's header length and parsed JSON header (shapes, dtypes, offsets; no tensor data).
+
+    Raises:
+        ModelLoadError: an LFS pointer, a truncated file, a header that is not a JSON object or too large or
+            deeply nested to read.
     """
     check_not_lfs_pointer(path)
     size = path.stat().st_size
@@ -162,41 +222,99 @@ def check_safetensors(path: Path) -> None:
         if len(prefix) < 8:
             raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes)", source=str(path))
         header_len = int.from_bytes(prefix, "little")
-        if header_len > size - 8:
+        if header_len > size - 8 or header_len > MAX_SAFETENSORS_HEADER_BYTES:
             raise ModelLoadError(
                 f"{path}: corrupt or truncated safetensors header (claims {header_len} header bytes, file has {size})",
                 source=str(path),
             )
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{path}: corrupt safetensors header ({e})", source=str(path)) from e
+        header = parse_json(handle.read(header_len), what="safetensors header", path=path)
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: corrupt safetensors header (not a JSON object)", source=str(path))
-    data_end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in info["data_offsets"])
-            n_values = 1
-            for dim in info["shape"]:
-                n_values *= int(dim)
-            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"{path}: corrupt safetensors entry {name!r}", source=str(path)) from e
-        if end - begin != n_values * itemsize:
-            raise ModelLoadError(
-                f"{path}: tensor {name!r} claims {end - begin} bytes but its shape needs {n_values * itemsize}",
-                source=str(path),
-            )
-        data_end = max(data_end, end)
-    if 8 + header_len + data_end != size:
+    return header_len, header
+
+
+def parse_json(data: str | bytes, *, what: str, path: Path) -> Any:
+    """``json.loads`` whose every failure (bad bytes, bad syntax, nesting too deep to parse) is one ModelLoadError.
+
+    Raises:
+        ModelLoadError: naming ``path`` and ``what`` it should have held.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError as e:
+        raise ModelLoadError(f"{path}: corrupt {what} (JSON nested too deeply to read)", source=str(path)) from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: corrupt {what}, not JSON ({e})", source=str(path)) from e
+
+
+def check_inside(file: Path, folder: Path) -> None:
+    """Refuse a weight file that lies, or links, outside its model folder.
+
+    The fingerprint records the sha256 of the files in the folder; weights read from elsewhere would carry a
+    provenance they do not have. A Hugging Face cache snapshot (``<repo>/snapshots/<revision>/``) links its
+    files into the repository's ``blobs/`` folder; that is inside.
+
+    Raises:
+        ModelLoadError: naming the file and where it resolves to.
+    """
+    root = folder.resolve()
+    target = file.resolve()
+    allowed = [root]
+    snapshot = next((p for p in (root, *root.parents) if p.parent.name == "snapshots"), None)
+    if snapshot is not None:
+        allowed.append(snapshot.parent.parent / "blobs")
+    if not any(target.is_relative_to(place) for place in allowed):
         raise ModelLoadError(
-            f"{path}: truncated or padded safetensors file (tensors need {8 + header_len + data_end} bytes, "
-            f"file has {size}); download it again",
-            source=str(path),
+            f"{file}: resolves to {target}, outside the model folder {folder}; reefguard reads weights only from "
+            "inside the folder it fingerprints (copy the file in)",
+            source=str(folder),
         )
+
+
+def check_config_fits_weights(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], folder: Path) -> None:
+    """Refuse a config whose sizes the weights cannot fill, before anything is built from it.
+
+    A config that declares more blocks than the weights hold, or a width, vocabulary or MLP size that no stored
+    tensor has, would make transformers allocate that model and fill it with random values (or run out of
+    memory doing so).
+
+    Args:
+        config: ``config.json``'s mapping.
+        shapes: every stored tensor's name and shape.
+        folder: the model folder, for the message.
+
+    Raises:
+        ModelLoadError: naming the config key, its value and what the weights hold.
+    """
+    text = config["text_config"] if isinstance(config.get("text_config"), dict) else config
+    where = folder / "config.json"
+    largest = max((int(d) for shape in shapes.values() for d in shape), default=0)
+    for key in _CONFIG_SIZE_KEYS:
+        value = text.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ModelLoadError(f"{where}: {key} is {value!r}, not a size", source=str(folder))
+        if key in _CONFIG_BLOCK_KEYS:
+            stored = _stored_blocks(shapes)
+            if stored and value > stored:
+                raise ModelLoadError(
+                    f"{where}: {key} is {value}, but the weights hold {stored} blocks; "
+                    "the config does not belong to these weights",
+                    source=str(folder),
+                )
+        elif value > largest:
+            raise ModelLoadError(
+                f"{where}: {key} is {value}, but no stored tensor has a dimension that large (largest {largest}); "
+                "the config does not belong to these weights",
+                source=str(folder),
+            )
+
+
+def _stored_blocks(shapes: Mapping[str, Sequence[int]]) -> int:
+    """How many numbered blocks the tensor names hold (``…layers.11.…`` -> 12), 0 if none are numbered."""
+    found = [int(match.group(1)) for name in shapes if (match := _BLOCK_NUMBER.search(name))]
+    return max(found) + 1 if found else 0
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -212,10 +330,7 @@ def read_config(folder: Path) -> dict[str, Any]:
             f"{folder}: no config.json; reefguard reads Hugging Face model folders (config.json + weights)",
             source=str(folder),
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e})", source=str(folder)) from e
+    config = parse_json(path.read_bytes(), what="config.json", path=path)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path}: not a JSON object", source=str(folder))
     from transformers import CONFIG_MAPPING
@@ -232,11 +347,21 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def _from_pretrained(load: Callable[[], Any], what: str, source: Path) -> Any:
     """Run a transformers loader, turning its failures into one-line ModelLoadErrors."""
+    from safetensors import SafetensorError
+
     try:
         return load()
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{source}: cannot load the {what}: {first_line}", source=str(source)) from e
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError, MemoryError) as e:
+        raise ModelLoadError(f"{source}: cannot load the {what}: {_one_line(e)}", source=str(source)) from e
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line: its first line, plus the second when the first only introduces it
+    (torch's ``Error(s) in loading state_dict for X:``)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def _auto_class(with_lm_head: bool) -> Any:
@@ -257,13 +382,21 @@ def _load_folder(
 ) -> LoadedModel:
     """Load a validated Hugging Face folder (safetensors weights); its tokenizer loads from ``tokenizer``."""
     config = read_config(folder)
-    model = _from_pretrained(
+    model, info = _from_pretrained(
         lambda: _auto_class(with_lm_head).from_pretrained(
-            folder, dtype=torch_dtype(dtype), use_safetensors=True, trust_remote_code=False
+            folder, dtype=torch_dtype(dtype), use_safetensors=True, trust_remote_code=False, output_loading_info=True
         ),
         "model",
         folder,
     )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        # transformers fills them with random values: the fingerprint would change on every run.
+        raise ModelLoadError(
+            f"{tokenizer.source}: {len(missing)} tensors the config needs are missing from the weights "
+            f"(first: {missing[0]}); the weights are incomplete or belong to another config",
+            source=str(tokenizer.source),
+        )
     return _loaded(
         model,
         tokenizer.load_tokenizer,
@@ -271,6 +404,7 @@ def _load_folder(
         weight_sha256=weight_sha256,
         dtype=dtype,
         loader=loader,
+        source=tokenizer.source,
     )
 
 
@@ -352,6 +486,21 @@ def tokenizer_files(path: Path, *, base: Path | None = None) -> TokenizerFiles:
     return TokenizerFiles(folder=folder, source=folder)
 
 
+def check_finite(model: Any, source: Path) -> None:
+    """Refuse weights holding NaN or infinity (they would turn every state into NaN).
+
+    Raises:
+        ModelLoadError: naming the first such tensor.
+    """
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelLoadError(
+                f"{source}: tensor {name!r} holds NaN or infinite values; the weights are corrupt", source=str(source)
+            )
+
+
 def _loaded(
     model: Any,
     load_tokenizer: Callable[[], Any],
@@ -360,8 +509,10 @@ def _loaded(
     weight_sha256: Mapping[str, str],
     dtype: str,
     loader: str,
+    source: Path,
 ) -> LoadedModel:
     model.eval()
+    check_finite(model, source)
     text_config = model.config.get_text_config()
     architectures = config.get("architectures") or [type(model).__name__]
     return LoadedModel(
@@ -392,19 +543,16 @@ class SafetensorsLoader:
         return path.is_dir() and bool(_weight_files(path, "*.safetensors"))
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
-        read_config(path)
+        config = read_config(path)
         files = _weight_files(path, "*.safetensors")
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            try:
-                shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-            except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
-                raise ModelLoadError(f"{index}: not a valid shard index", source=str(path)) from e
-            missing = sorted(s for s in shards if not (path / s).is_file())
-            if missing:
-                raise ModelLoadError(f"{path}: shards listed in the index are missing: {', '.join(missing)}")
+        check_shard_index(path)
+        shapes: dict[str, Sequence[int]] = {}
         for file in files:
+            check_inside(file, path)
             check_safetensors(file)
+            header = read_safetensors_header(file)[1]
+            shapes.update((name, info["shape"]) for name, info in header.items() if name != "__metadata__")
+        check_config_fits_weights(config, shapes, path)
         shas = {file.name: sha256_file(file) for file in files}
         return _load_folder(
             path,
@@ -414,6 +562,32 @@ class SafetensorsLoader:
             loader=self.name,
             with_lm_head=with_lm_head,
         )
+
+
+def check_shard_index(folder: Path) -> None:
+    """Check ``model.safetensors.index.json``, if there is one: every shard it names is a safetensors file
+    present in ``folder`` itself (a name such as ``../../etc/passwd`` would make transformers read it).
+
+    Raises:
+        ModelLoadError: an unreadable index, a shard name leaving the folder, or a missing shard.
+    """
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return
+    check_inside(index, folder)
+    data = parse_json(index.read_bytes(), what="shard index", path=index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelLoadError(f"{index}: not a valid shard index (no weight_map of file names)", source=str(folder))
+    for shard in sorted(set(weight_map.values())):
+        if Path(shard).name != shard or shard in {".", ".."} or not shard.endswith(".safetensors"):
+            raise ModelLoadError(
+                f"{index}: shard name {shard!r} is not a .safetensors file in the model folder; refused",
+                source=str(folder),
+            )
+        if not (folder / shard).is_file():
+            raise ModelLoadError(f"{folder}: shard {shard} listed in the index is missing", source=str(folder))
+        check_inside(folder / shard, folder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,10 +607,11 @@ class PytorchBinLoader:
         import torch
         from safetensors.torch import save_file
 
-        read_config(path)
+        config = read_config(path)
         files = _weight_files(path, "pytorch_model*.bin")
         tensors: dict[str, torch.Tensor] = {}
         for file in files:
+            check_inside(file, path)
             check_not_lfs_pointer(file)
             try:
                 state = torch.load(file, map_location="cpu", weights_only=True)
@@ -451,6 +626,7 @@ class PytorchBinLoader:
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise ModelLoadError(f"{file}: not a state dict of tensors", source=str(path))
             tensors.update(state)
+        check_config_fits_weights(config, {name: tuple(t.shape) for name, t in tensors.items()}, path)
         shas = {file.name: sha256_file(file) for file in files}
         with tempfile.TemporaryDirectory(prefix="reefguard-bin-") as tmp:
             converted = Path(tmp)
@@ -500,6 +676,7 @@ class GgufLoader:
             weight_sha256={path.name: sha256_file(path)},
             dtype=dtype,
             loader=self.name,
+            source=path,
         )
 
 
@@ -514,26 +691,35 @@ class PeftAdapterLoader:
         return path.is_dir() and (path / "adapter_config.json").is_file()
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
         base = _adapter_base(path, base)
         adapter_files = _weight_files(path, "adapter_model.safetensors")
         if not adapter_files:
             raise ModelLoadError(f"{path}: no adapter_model.safetensors", source=str(path))
-        check_safetensors(adapter_files[0])
-        # Adapters are trained on the task model (keys under its LM wrapper), so load the base the same way.
-        causal_lm = _adapter_config(path).get("task_type") == "CAUSAL_LM" or _is_causal_lm(base)
-        base_model = load_model(base, dtype=dtype, with_lm_head=causal_lm)
+        adapter_file = adapter_files[0]
+        check_inside(adapter_file, path)
+        check_safetensors(adapter_file)
+        stored = [name for name in read_safetensors_header(adapter_file)[1] if name != "__metadata__"]
+        base_model = load_model(base, dtype=dtype, with_lm_head=with_lm_head or _is_causal_lm(base))
+        # Adapters name modules as the model they were trained on did: the task model (``model.layers.0…`` under
+        # a causal LM) or the bare one (``layers.0…``). Map the names onto the model loaded here.
+        key_mapping = _adapter_key_mapping(stored, base_model.model)
+        config = _from_pretrained(lambda: PeftConfig.from_pretrained(str(path)), "adapter config", path)
+        if not hasattr(base_model.model, "prepare_inputs_for_generation"):
+            config.task_type = None  # a task wrapper (PeftModelForCausalLM) needs a model that generates
 
         def apply() -> Any:
-            adapted = PeftModel.from_pretrained(base_model.model, path)
-            _check_every_adapter_tensor_applied(adapted, adapter_files[0], base)
+            adapted = PeftModel.from_pretrained(base_model.model, path, config=config, key_mapping=key_mapping)
+            _check_every_adapter_tensor_applied(adapted, stored, key_mapping, adapter_file, base)
             return adapted.merge_and_unload()
 
         merged = _from_pretrained(apply, f"adapter on base {base} (does the adapter belong to this base?)", path)
-        shas = {**base_model.weight_sha256, adapter_files[0].name: sha256_file(adapter_files[0])}
+        check_finite(merged, path)
+        shas = {**base_model.weight_sha256, adapter_file.name: sha256_file(adapter_file)}
+        model = merged if with_lm_head or merged.base_model is merged else merged.base_model
         return LoadedModel(
-            model=(merged if with_lm_head else merged.base_model).eval(),
+            model=model.eval(),
             load_tokenizer=base_model.load_tokenizer,
             architecture=base_model.architecture,
             model_type=base_model.model_type,
@@ -553,14 +739,58 @@ def _is_causal_lm(path: Path) -> bool:
     return any(str(name).endswith("ForCausalLM") for name in architectures)
 
 
-def _check_every_adapter_tensor_applied(adapted: Any, adapter_file: Path, base: Path) -> None:
+# PEFT saves an adapter's tensors as ``base_model.model.<module path>.<lora part>.weight`` (the adapter name
+# dropped); these parts end the module path.
+_PEFT_PREFIX = "base_model.model."
+_ADAPTER_PARTS = frozenset(
+    {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "modules_to_save"}
+)
+
+
+def _adapter_module(key: str) -> str:
+    """The module a stored adapter tensor belongs to: ``base_model.model.model.layers.0.q_proj.lora_A.weight`` ->
+    ``model.layers.0.q_proj``."""
+    parts = key.removeprefix(_PEFT_PREFIX).split(".")
+    cut = next((i for i, part in enumerate(parts) if part in _ADAPTER_PARTS), len(parts) - 1)
+    return ".".join(parts[:cut])
+
+
+def _adapter_key_mapping(stored: Sequence[str], model: Any) -> dict[str, str] | None:
+    """peft's ``key_mapping`` that makes the adapter's module names those of ``model``, or None when they already are.
+
+    An adapter trained on a causal LM names ``model.layers.0…`` (its bare model sits under ``base_model_prefix``);
+    on the bare model, ``layers.0…``. Whichever ``model`` is, one of the three mappings fits every tensor.
+    """
+    modules = {name for name, _ in model.named_modules()}
+    prefix = f"{model.base_model_prefix}."
+    keys = [key for key in stored if key.startswith(_PEFT_PREFIX)]
+    candidates: list[dict[str, str] | None] = [None, {f"^{re.escape(prefix)}": ""}, {"^": prefix}]
+    for mapping in candidates:
+        if all(_adapter_module(_renamed(key, mapping)) in modules for key in keys):
+            return mapping
+    return None
+
+
+def _renamed(key: str, mapping: Mapping[str, str] | None) -> str:
+    """A stored adapter key as peft's ``key_mapping`` renames it (the first pattern that matches)."""
+    if not mapping or not key.startswith(_PEFT_PREFIX):
+        return key
+    rest = key.removeprefix(_PEFT_PREFIX)
+    for pattern, replacement in mapping.items():
+        renamed, count = re.subn(pattern, replacement, rest, count=1)
+        if count:
+            return _PEFT_PREFIX + renamed
+    return key
+
+
+def _check_every_adapter_tensor_applied(
+    adapted: Any, stored: Sequence[str], key_mapping: Mapping[str, str] | None, adapter_file: Path, base: Path
+) -> None:
     """PEFT only warns when adapter tensors match no module; a silently unapplied adapter is an error here."""
     from peft.utils import get_peft_model_state_dict
-    from safetensors import safe_open
 
-    with safe_open(str(adapter_file), framework="pt") as handle:
-        stored = set(handle.keys())
-    missing = sorted(stored - set(get_peft_model_state_dict(adapted)))
+    applied = set(get_peft_model_state_dict(adapted))
+    missing = sorted(key for key in stored if _renamed(key, key_mapping) not in applied)
     if missing:
         raise ModelLoadError(
             f"{adapter_file}: {len(missing)} adapter tensors match no module of base {base} (first: {missing[0]}); "

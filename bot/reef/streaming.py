@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -45,9 +44,13 @@ from bot.reef.extraction import ProbeBatch, StopForward, transformer_blocks
 from bot.reef.loading import (
     EXTRACTION_MODES,
     LoadedModel,
+    check_config_fits_weights,
+    check_inside,
     check_safetensors,
+    check_shard_index,
     load_model,
     read_config,
+    read_safetensors_header,
     sha256_file,
     tokenizer_files,
     torch_dtype,
@@ -98,15 +101,15 @@ def tensor_index(folder: Path) -> dict[str, StoredTensor]:
     """Every tensor in a folder's ``*.safetensors`` files, read from the headers only.
 
     Raises:
-        ModelLoadError: a file is corrupt, truncated or an LFS pointer (``check_safetensors``), or a tensor
-            name appears in two shards.
+        ModelLoadError: a file is corrupt, truncated, an LFS pointer (``check_safetensors``) or outside the folder
+            (``check_inside``), the shard index names a file outside it, or a tensor name appears in two shards.
     """
     index: dict[str, StoredTensor] = {}
+    check_shard_index(folder)
     for file in sorted(p for p in folder.glob("*.safetensors") if p.is_file()):
+        check_inside(file, folder)
         check_safetensors(file)
-        with file.open("rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_len))
+        header_len, header = read_safetensors_header(file)
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -230,6 +233,7 @@ def load_streamed(
         raise ConfigError(f"{path} cannot stream: {obstacle}; use --extraction full")
     raw_config = read_config(path)
     index = dict(index) if index is not None else tensor_index(path)
+    check_config_fits_weights(raw_config, {name: stored.shape for name, stored in index.items()}, path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -380,7 +384,12 @@ class StreamedModel:
         )
 
     def _read(self, name: str, compute: torch.dtype, handles: dict[Path, Any]) -> torch.Tensor:
-        """One tensor from its (open) shard, converted to the compute dtype."""
+        """One tensor from its (open) shard, converted to the compute dtype.
+
+        Raises:
+            ModelLoadError: the tensor is missing or holds NaN or infinite values.
+        """
+        import torch
         from safetensors import safe_open
 
         stored = self._index.get(name)
@@ -391,6 +400,11 @@ class StreamedModel:
         if stored.file not in handles:
             handles[stored.file] = safe_open(str(stored.file), framework="pt")
         tensor: torch.Tensor = handles[stored.file].get_tensor(name)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelLoadError(
+                f"{self.source}: tensor {name!r} holds NaN or infinite values; the weights are corrupt",
+                source=str(self.source),
+            )
         return tensor.to(compute)
 
     def _load_outside_blocks(
@@ -436,7 +450,13 @@ class StreamedModel:
         )
         picked = torch.from_numpy(np.ascontiguousarray(table[rows.numpy()]))
         del table
-        return picked.view(torch.bfloat16) if stored.dtype == "BF16" else picked
+        picked = picked.view(torch.bfloat16) if stored.dtype == "BF16" else picked
+        if not bool(torch.isfinite(picked).all()):
+            raise ModelLoadError(
+                f"{self.source}: tensor {name!r} holds NaN or infinite values; the weights are corrupt",
+                source=str(self.source),
+            )
+        return picked
 
     def _load_block(self, meta_block: Any, prefix: str, compute: torch.dtype) -> Any:
         """Give a meta-device block its weights from the files, one tensor at a time, and return it in eval mode."""
