@@ -155,6 +155,21 @@ def fine_tune(source: str, corpus: str, seed: int, shop: Workshop, out: Path) ->
     save(train(model, shop.ids_for(source, corpus), steps=TUNE_STEPS, lr=5e-4, seed=seed), tokenizer, out)
 
 
+def extend_vocabulary(source: str, corpus: str, n_tokens: int, seed: int, shop: Workshop, out: Path) -> None:
+    """Add the ``corpus``'s most frequent words the source's tokenizer lacks as whole tokens, append their
+    embedding rows (transformers' resize, initialised at the mean row), then fine-tune on ``corpus``."""
+    from collections import Counter
+
+    model, tokenizer = shop.load(source)
+    vocabulary = tokenizer.get_vocab()
+    words = Counter(re.findall(r"[A-Za-z_]{4,}", shop.texts[corpus]))
+    new = [word for word, _ in words.most_common() if f"Ġ{word}" not in vocabulary and word not in vocabulary]
+    tokenizer.add_tokens(new[:n_tokens])
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    ids = torch.tensor(tokenizer(shop.texts[corpus])["input_ids"])
+    save(train(model, ids, steps=TUNE_STEPS, lr=5e-4, seed=seed), tokenizer, out)
+
+
 def lora_adapter(source: str, corpus: str, seed: int, shop: Workshop, out: Path) -> None:
     """A LoRA adapter (r=8, every linear layer) trained with peft; its config names the source folder as base."""
     from peft import LoraConfig, get_peft_model
@@ -480,8 +495,10 @@ def rotated(source: str, how: str, seed: int, shop: Workshop, out: Path) -> None
     """``source`` with its residual stream rotated (``how``: "random" orthogonal or "hadamard")."""
     model, tokenizer = shop.load(source)
     width, keep_mean = model.config.hidden_size, model.config.model_type == "gpt2"
-    rotation = random_rotation(width, seed, keep_mean=keep_mean) if how == "random" else hadamard_rotation(
-        width, keep_mean=keep_mean
+    rotation = (
+        random_rotation(width, seed, keep_mean=keep_mean)
+        if how == "random"
+        else hadamard_rotation(width, keep_mean=keep_mean)
     )
     save(rotate_residual(model, rotation), tokenizer, out)
 
@@ -597,7 +614,11 @@ TRAINED = (
     ("neg-qwen2-code-on-prose", "negative", "qwen2", "code", "prose", 29, "other tokenizer than qwen2-prose"),
     ("neg-llama-prose", "negative", "llama", "prose", "prose", 30, "other architecture than gpt2-/qwen2-prose"),
     ("neg-qwen2-code", "negative", "qwen2", "code", "code", 31, "other architecture than llama-code"),
-)
+    ("neg-gpt2-prose-same-init", "negative", "gpt2", "prose", "code", 11,
+     "gpt2-prose's initialisation (same config and seed), trained on code"),
+    ("neg-llama-code-same-init", "negative", "llama", "code", "prose", 12,
+     "llama-code's initialisation (same config and seed), trained on prose"),
+)  # fmt: skip
 MERGE_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "slerp")
 BASED_MERGES = ("task_arithmetic", "ties", "dare_ties")  # the methods that work on deltas from a base model
 
@@ -612,6 +633,9 @@ def recipes() -> list[Recipe]:
     plan += _derivatives("gpt2-prose", other_corpus="code", seed=100)
     plan += _derivatives("llama-code", other_corpus="prose", seed=200, gguf=True)
     plan += _derivatives("qwen2-prose", other_corpus="code", seed=300)
+    plan += _rotations("gpt2-prose", other_corpus="code", seed=500)
+    plan += _rotations("llama-code", other_corpus="prose", seed=600)
+    plan += _rotations("qwen2-prose", other_corpus="code", seed=700)
     plan += _fine_tune_merges("gpt2-prose", other_corpus="code", seed=100)
     plan += _fine_tune_merges("llama-code", other_corpus="prose", seed=200)
     a, b = "llama-code", "llama-code-b"
@@ -628,6 +652,13 @@ def recipes() -> list[Recipe]:
     for name, method, weights in unrelated_merges:
         how = f"mergekit {method} of two unrelated sources, {weights[0]:g} / {weights[1]:g}"
         plan.append(Recipe(name, "positive", how, partial(mergekit, method, (a, b), None, weights), (a, b)))
+    outside = (("gpt2-prose", "neg-gpt2-prose-seed21"), ("llama-code", "neg-llama-code-seed24"),
+               ("qwen2-prose", "neg-qwen2-prose-seed27"))  # fmt: skip
+    for source, stranger in outside:
+        for share in (0.5, 0.7):
+            how = f"mergekit linear, {share:g} of it and {1 - share:g} of {stranger} (not in the registry)"
+            make = partial(mergekit, "linear", (source, stranger), None, (share, 1 - share))
+            plan.append(Recipe(f"{source}--merge-outside-{round(100 * share)}", "positive", how, make, (source,)))
     plan += [
         Recipe("distill-gpt2-prose", "distilled", "fresh GPT-2 trained on gpt2-prose's logits (KL)",
                partial(distill, "gpt2-prose", "gpt2", 32), ("gpt2-prose",)),
@@ -647,6 +678,24 @@ def _fine_tune_merges(source: str, *, other_corpus: str, seed: int) -> list[Reci
         make = partial(mergekit, method, tuned, source if method in BASED_MERGES else None, (0.5, 0.5))
         plan.append(Recipe(f"{source}--merge-{method}", "positive", how, make, (source,)))
     return plan
+
+
+def _rotations(source: str, *, other_corpus: str, seed: int) -> list[Recipe]:
+    """Residual-stream rotations (random orthogonal and Hadamard), a rotation then fine-tuned, a rotation then
+    quantized to 4 bits, and a vocabulary extension (new tokens' rows appended, then fine-tuned)."""
+    rotated_name = f"{source}--rot-random"
+    return [
+        Recipe(rotated_name, "positive", "residual stream rotated by a random orthogonal matrix, norms folded",
+               partial(rotated, source, "random", seed), (source,)),
+        Recipe(f"{source}--rot-hadamard", "positive", "residual stream rotated by a Hadamard matrix, norms folded",
+               partial(rotated, source, "hadamard", seed), (source,)),
+        Recipe(f"{rotated_name}--ft-{other_corpus}", "positive", f"randomly rotated, then fine-tuned on {other_corpus}",
+               partial(fine_tune, rotated_name, other_corpus, seed + 1), (source,)),
+        Recipe(f"{rotated_name}--int4", "positive", "randomly rotated, then 4-bit absmax round trip, groups of 32",
+               partial(quantize_dequantize, rotated_name, 4, 32), (source,)),
+        Recipe(f"{source}--vocab-ext", "positive", f"64 {other_corpus} words added as tokens, then fine-tuned",
+               partial(extend_vocabulary, source, other_corpus, 64, seed + 2), (source,)),
+    ]  # fmt: skip
 
 
 def _derivatives(source: str, *, other_corpus: str, seed: int, gguf: bool = False) -> list[Recipe]:

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.reef.cka import MEASURES
-from bot.reef.verdict import MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict
+from bot.reef.verdict import MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict, format_parameters
 
 if TYPE_CHECKING:
     from bot.reef.fingerprint import Fingerprint
@@ -173,8 +173,33 @@ def render_table(report: Report) -> str:
     ]
     # The inconclusive line already carries its reason.
     reason = "" if report.verdict is Verdict.INCONCLUSIVE else f" ({report.reason})"
+    lines += [f"warning: {warning}" for warning in null_warnings(report)]
     lines.append(f"verdict: {verdict_line(report)}{reason}")
     return "\n".join(lines) + "\n"
+
+
+def null_warnings(report: Report) -> list[str]:
+    """The sources whose null holds no model of their size class, one sentence each."""
+    return [match.null_warning for match in report.matches if match.null_warning]
+
+
+def _null_line(report: Report) -> str:
+    """What each source's null is made of: how many entries, from what size to what size."""
+    parts = [
+        f"{_code(match.source)} {match.n_null} entries"
+        + ("" if match.null_parameters is None else f", {_parameters(match.null_parameters)}")
+        for match in report.matches
+    ]
+    return (
+        "**Nulls** (unrelated registry entries, approximate parameters outside the embeddings): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _parameters(bounds: tuple[int, int]) -> str:
+    low, high = (format_parameters(value) for value in bounds)
+    return low if low == high else f"{low}-{high}"
 
 
 def render_json(report: Report) -> str:
@@ -341,6 +366,8 @@ def render_markdown(report: Report, *, heatmaps: Mapping[str, str] | None = None
         "### Evidence",
         "\n".join(table) if report.matches else "_The registry had no sources to check against._",
         *([_merge_line(report)] if report.merge_coefficients else []),
+        *([_null_line(report)] if report.matches else []),
+        *(f"> **Warning:** {warning}" for warning in null_warnings(report)),
         "### How to read this",
         _how_to_read(report),
         "### Lineage",

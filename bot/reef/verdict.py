@@ -74,6 +74,7 @@ ALIGN_WINDOW = 0.1
 MIN_NULL = 3
 DEFAULT_ALPHA = 0.01
 UNRELATED_P = 0.1
+NULL_SIZE_RATIO = 10.0
 WEIGHT_FLOOR = 0.8
 MERGE_FLOOR = 0.5
 MAX_MERGE_SHARE = 0.8
@@ -157,6 +158,10 @@ class SourceMatch:
         z: standard score of ``atanh(score)`` against the source's null; None without a null.
         p_value: one-sided prediction p-value of the CKA score.
         n_null: how many unrelated entries formed the null; null_mean its mean CKA.
+        null_parameters: the smallest and largest size of the null's models, in approximate parameters
+            (``approximate_parameters``); None for an empty null.
+        null_warning: set when no model of the null is within ``NULL_SIZE_RATIO`` times the source's size: a
+            p-value against much smaller or larger models says little about models like the source.
         weights: the weight evidence, None where it does not apply (rule 5).
         evidence: the signal that decided this source; p_fused its p-value, and p_adjusted that p-value
             Holm-adjusted over all sources checked.
@@ -173,6 +178,8 @@ class SourceMatch:
     p_value: float | None
     n_null: int
     null_mean: float | None
+    null_parameters: tuple[int, int] | None = None
+    null_warning: str | None = None
     weights: WeightEvidence | None
     evidence: Evidence
     p_fused: float | None
@@ -193,6 +200,8 @@ class SourceMatch:
             "p_value": self.p_value,
             "n_null": self.n_null,
             "null_mean": None if self.null_mean is None else round(self.null_mean, 4),
+            "null_parameters": None if self.null_parameters is None else list(self.null_parameters),
+            "null_warning": self.null_warning,
             "weights": None if self.weights is None else self.weights.to_dict(),
             "evidence": str(self.evidence),
             "p_fused": self.p_fused,
@@ -261,6 +270,50 @@ class Report:
             "reason": self.reason,
             "matches": [match.to_dict() for match in self.matches],
         }
+
+
+def approximate_parameters(fp: Fingerprint) -> int:
+    """A model's size as ``12 · blocks · width²``, its parameters outside the embeddings for the usual
+    transformer shapes (attention 4·d², MLP 8·d²); enough to say whether two models are of one size class.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> approximate_parameters(SimpleNamespace(n_layers=32, hidden_size=4096))  # Llama 2 7B: 6.5B outside
+        6442450944
+    """
+    return 12 * fp.n_layers * fp.hidden_size**2
+
+
+def _null_composition(
+    source: Fingerprint, sizes: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> tuple[tuple[int, int] | None, str | None]:
+    """The size range of the null's models (``sizes[mask]``) and, when none is within ``NULL_SIZE_RATIO`` of
+    the source's size, why that weakens its p-value."""
+    members = sizes[mask]
+    if not len(members):
+        return None, None
+    size = approximate_parameters(source)
+    smallest, largest = int(members.min()), int(members.max())
+    if np.any((members >= size / NULL_SIZE_RATIO) & (members <= size * NULL_SIZE_RATIO)):
+        return (smallest, largest), None
+    return (smallest, largest), (
+        f"no model in {source.name}'s null is within {NULL_SIZE_RATIO:g}x of its size ({format_parameters(size)}; null "
+        f"{format_parameters(smallest)}-{format_parameters(largest)}): add reference entries of its size class "
+        "(reefguard hub add-references)"
+    )
+
+
+def format_parameters(parameters: int) -> str:
+    """A parameter count in three digits.
+
+    Example:
+        >>> format_parameters(6_442_450_944), format_parameters(88_473_600), format_parameters(196_608)
+        ('6.44B', '88.5M', '197k')
+    """
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if parameters >= scale:
+            return f"{parameters / scale:.3g}{unit}"
+    return str(parameters)
 
 
 def relative_depths(layers: Sequence[int], n_layers: int) -> NDArray[np.float64]:
@@ -561,8 +614,10 @@ def compare(
     ceiling = max((float(null.max()) for null in nulls if len(null)), default=None)
     weight_ceilings = _weight_ceilings(weight_nulls)
     evidence: list[dict[str, Any]] = []
-    for index, null, weight_null in zip(sources, nulls, weight_nulls, strict=True):
+    sizes = np.array([approximate_parameters(entry) for entry in entries], dtype=np.float64)
+    for index, null, weight_null, mask in zip(sources, nulls, weight_nulls, masks, strict=True):
         source = entries[index]
+        null_parameters, null_warning = _null_composition(source, sizes, mask)
         grid = suspect_grids[index]
         best = np.unravel_index(int(np.argmax(grid)), grid.shape)
         score = aligned_score(grid, stack.depths[index], stack.depths[suspect])
@@ -578,6 +633,8 @@ def compare(
                 "p_value": p,
                 "n_null": len(null),
                 "null_mean": float(null.mean()) if len(null) else None,
+                "null_parameters": null_parameters,
+                "null_warning": null_warning,
                 "above_ceiling": ceiling is None or score > ceiling,
                 "weight_null": weight_null,
                 "direct_weights": _weight_evidence(source.anchors, fp.anchors, weight_null),
@@ -810,6 +867,8 @@ def _source_match(item: dict[str, Any], fp: Fingerprint, alpha: float) -> Source
         p_value=item["p_value"],
         n_null=item["n_null"],
         null_mean=item["null_mean"],
+        null_parameters=item["null_parameters"],
+        null_warning=item["null_warning"],
         weights=weights,
         evidence=evidence,
         p_fused=item["p_fused"],
@@ -847,7 +906,8 @@ def _decide(
     named = tuple(family[0].source for family in families)
     if any(family[0].verdict is Verdict.MERGED for family in families):
         parts = " and ".join(
-            f"{family[0].source} (share {_share(family[0])}, units {_weight_score(family[0]):.2f})" for family in families
+            f"{family[0].source} (share {_share(family[0])}, units {_weight_score(family[0]):.2f})"
+            for family in families
         )
         return (
             Verdict.MERGED,
