@@ -112,7 +112,8 @@ class WeightEvidence:
         p_values: each statistic's prediction p-value (rule 3); None without a null.
         p_value: the smallest of them times their number (Bonferroni), so that taking the better of the two
             statistics stays honest under independence; None without a null.
-        share: how much of the source's rows the suspect holds (``bot.reef.weights.source_share``).
+        share: how much of the source's rows the suspect holds (``bot.reef.weights.source_share``), where its
+            units pair up (units score at least ``MERGE_FLOOR``); None otherwise.
         n_null: how many entries formed the null; null_mean their mean score on the deciding statistic.
         net_of: the sources whose fitted share was taken out of the suspect's rows before aligning (a
             merge's further source, rule 6); empty for a direct comparison.
@@ -651,6 +652,7 @@ def compare(
     held = _held_shares(matches, named)
     if held is not None:  # rule 7: shares on the rows' fine parts, which the unregistered parent does not bias
         coefficients, fit, unregistered = held, None, max(0.0, 1.0 - sum(held.values()))
+        verdict, reason = Verdict.MERGED, _unregistered_reason(matches, held, alpha)
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
@@ -682,7 +684,8 @@ def _judge(
         else:
             above_null = weights.score > weight_ceilings.get(weights.statistic, -np.inf)
             item["p_fused"], item["clears_ceiling"] = weights.p_value, above_null and weights.score >= WEIGHT_FLOOR
-            item["part_of_merge"] = above_null and _holds_a_share(weights)
+            units_above = weights.scores["units"] > weight_ceilings.get("units", -np.inf)
+            item["part_of_merge"] = units_above and _holds_a_share(weights)
         item["p_adjusted"] = None
     tested = [item for item in evidence if item["p_fused"] is not None]
     for item, adjusted in zip(tested, _holm([item["p_fused"] for item in tested]), strict=True):
@@ -733,14 +736,9 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
             return
 
 
-def _holds_a_share(weights: WeightEvidence) -> bool:
-    """Rule 7: the suspect holds a part of the source's own units, scaled down as a merge scales its parents."""
-    return (
-        weights.statistic == "units"
-        and MERGE_FLOOR <= weights.score < WEIGHT_FLOOR
-        and weights.share is not None
-        and weights.share <= MAX_MERGE_SHARE
-    )
+def _holds_a_share(weights: WeightEvidence | None) -> bool:
+    """Rule 7: the suspect holds the source's own units, scaled down as a merge scales its parents."""
+    return weights is not None and weights.share is not None and weights.share <= MAX_MERGE_SHARE
 
 
 def _significant(item: dict[str, Any], alpha: float) -> bool:
@@ -807,7 +805,7 @@ def _weight_evidence(
         z=z,
         p_values={name: p_value for name, (_, p_value) in tests.items()},
         p_value=None if p is None else min(1.0, len(scores) * p),
-        share=source_share(source, suspect),
+        share=source_share(source, suspect) if scores["units"] >= MERGE_FLOOR else None,
         n_null=_null_size(null),
         null_mean=float(null[statistic].mean()) if _null_size(null) else None,
         net_of=net_of,
@@ -904,17 +902,6 @@ def _decide(
         else:
             family.append(hit)
     named = tuple(family[0].source for family in families)
-    if any(family[0].verdict is Verdict.MERGED for family in families):
-        parts = " and ".join(
-            f"{family[0].source} (share {_share(family[0])}, units {_weight_score(family[0]):.2f})"
-            for family in families
-        )
-        return (
-            Verdict.MERGED,
-            named,
-            f"merged from {parts} and an unregistered parent: adjusted p = {hits[0].p_adjusted:.2g} < {alpha}, "
-            f"on {hits[0].evidence}",
-        )
     if len(families) == 1:
         return (
             Verdict.DERIVED,
@@ -925,21 +912,25 @@ def _decide(
     return Verdict.MERGED, named, f"{len(named)} unrelated sources match at adjusted p < {alpha}: {listed}"
 
 
-def _share(match: SourceMatch) -> str:
-    share = None if match.weights is None else match.weights.share
-    return "?" if share is None else f"{share:.2f}"
-
-
-def _weight_score(match: SourceMatch) -> float:
-    return -1.0 if match.weights is None else match.weights.score
-
-
 def _held_shares(matches: Sequence[SourceMatch], named: Sequence[str]) -> dict[str, float] | None:
-    """Rule 7: each named source's share of the suspect, when one of them is part of a merge with a parent the
-    registry does not hold; None otherwise."""
-    if not any(m.verdict is Verdict.MERGED for m in matches if m.source in named):
+    """Rule 7: the named sources' shares of the suspect when they leave part of it to a parent the registry does
+    not hold (a source matched only as part of a merge, or one source held at most ``MAX_MERGE_SHARE``)."""
+    found = [m for m in matches if m.source in named and m.weights is not None and m.weights.share is not None]
+    if len(found) != len(named):
         return None
-    return {m.source: m.weights.share or 0.0 for m in matches if m.source in named and m.weights is not None}
+    partial = any(m.verdict is Verdict.MERGED for m in found)
+    if not partial and not (len(found) == 1 and _holds_a_share(found[0].weights)):
+        return None
+    return {m.source: m.weights.share for m in found if m.weights is not None and m.weights.share is not None}
+
+
+def _unregistered_reason(matches: Sequence[SourceMatch], held: Mapping[str, float], alpha: float) -> str:
+    best = next(m for m in matches if m.source in held)
+    parts = " and ".join(f"{name} (share {share:.2f})" for name, share in held.items())
+    return (
+        f"merged from {parts} and an unregistered parent: adjusted p = {best.p_adjusted:.2g} < {alpha}, "
+        f"on {best.evidence}"
+    )
 
 
 def _unsure_reason(

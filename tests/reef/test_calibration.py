@@ -2,8 +2,9 @@
 
 Forty transformers of three architectures are initialised from independent seeds and fingerprinted on the
 same probes. Each draw picks a source, a suspect and ten null entries among them, all different, and computes
-the suspect's p-values against that source exactly as ``compare`` does, for the CKA score and for the weight
-score. Under independence the rate of p < 0.01 should be 1%; we allow sampling noise over 300 draws, and also
+the suspect's p-values against that source exactly as ``compare`` does, for the CKA score, for each weight
+statistic (units, geometry) and for the better of the two after its Bonferroni doubling. Under independence
+the rate of p < 0.01 should be 1%; we allow sampling noise over 300 draws, and also
 check that p is not lopsided (the rate of p < 0.1 near 10%). Trained models, where same-architecture pairs
 sit higher, are measured by bench/calibration.py.
 """
@@ -34,7 +35,8 @@ def independent_fingerprints(few_probes: ProbeSet) -> list[Fingerprint]:
 
 def test_p_values_are_honest_under_independence(independent_fingerprints: list[Fingerprint]) -> None:
     rng = np.random.default_rng(2025)
-    cka, weights = [], []
+    cka: list[float] = []
+    weights: dict[str, list[float]] = {"either": [], "units": [], "geometry": []}
     for _ in range(N_DRAWS):
         source, suspect, *null = rng.choice(N_MODELS, size=2 + N_NULL, replace=False)
         registry = [independent_fingerprints[source]]
@@ -42,8 +44,11 @@ def test_p_values_are_honest_under_independence(independent_fingerprints: list[F
         match = compare(independent_fingerprints[suspect], registry).matches[0]
         assert match.p_value is not None and match.weights is not None and match.weights.p_value is not None
         cka.append(match.p_value)
-        weights.append(match.weights.p_value)
-    for p in (np.array(cka), np.array(weights)):
+        weights["either"].append(match.weights.p_value)
+        for name, p_value in match.weights.p_values.items():
+            assert p_value is not None
+            weights[name].append(p_value)
+    for p in (np.array(cka), *(np.array(values) for values in weights.values())):
         assert np.mean(p < 0.01) <= 0.02
         assert 0.04 <= np.mean(p < 0.1) <= 0.17
 

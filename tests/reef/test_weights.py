@@ -34,15 +34,32 @@ def linear_merge(first: Path, second: Path, share: float, folder: Path) -> Path:
     return folder
 
 
+def rotated(model: Path, seed: int, folder: Path) -> Path:
+    """``model`` with its residual stream rotated by a random orthogonal matrix (the lineage zoo's recipe)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bench.zoo import random_rotation, rotate_residual
+
+    loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    rotation = random_rotation(loaded.config.hidden_size, seed, keep_mean=loaded.config.model_type == "gpt2")
+    rotate_residual(loaded, rotation).save_pretrained(folder)
+    copy_tokenizer(model, folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def fingerprints(few_probes: ProbeSet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
-    """Every demo model, and 0.6 / 0.4 and 0.5 / 0.5 merges of the two GPT-2 code models, on the first 32 probes."""
+    """Every demo model, 0.6 / 0.4 and 0.5 / 0.5 merges of the two GPT-2 code models, and rotated copies of the
+    fine-tune and of a Llama reference, on the first 32 probes."""
     merges = {
         f"merged-{share}": linear_merge(
             DEMO_MODELS / "ref-gpt2-code", DEMO_MODELS / "ref-gpt2-code-b", share, tmp_path_factory.mktemp("merge")
         )
         for share in (0.6, 0.5)
     }
+    merges["rotated-finetune"] = rotated(DEMO_MODELS / "finetune", 1, tmp_path_factory.mktemp("rotated"))
+    merges["rotated-llama"] = rotated(DEMO_MODELS / "ref-llama-prose", 2, tmp_path_factory.mktemp("rotated"))
     paths = {path.name: path for path in DEMO_MODELS.iterdir() if path.is_dir()} | merges
     return {
         name: fingerprint_model(load_model(path), few_probes, name=name, model=str(path))
@@ -92,6 +109,32 @@ def test_a_merge_of_two_unrelated_sources_names_both_with_their_shares(
     assert report.merge_fit is not None and report.merge_fit > 0.95
     for match in report.matches[:2]:  # each judged on what the other leaves, where it is whole again
         assert match.weights is not None and match.weights.score > 0.95 and match.weights.net_of
+
+
+@pytest.mark.parametrize(("suspect", "source"), [("rotated-finetune", "source"), ("rotated-llama", "ref-llama-prose")])
+def test_a_rotated_copy_is_derived_on_the_geometry_of_its_weights(
+    fingerprints: dict[str, Fingerprint], suspect: str, source: str
+) -> None:
+    """Norms folded, residual stream rotated (as SliceGPT or QuaRot publish): the units no longer pair up, the
+    tokens' inner products are unchanged."""
+    report = compare(fingerprints[suspect], registry(fingerprints, (source,)))
+    assert report.verdict is Verdict.DERIVED and report.sources == (source,)
+    weights = report.matches[0].weights
+    assert weights is not None and weights.statistic == "geometry" and weights.score > 0.95
+    assert weights.scores["units"] < WEIGHT_FLOOR
+    assert weights.p_value is not None and weights.p_value < 1e-4
+
+
+@pytest.mark.parametrize("share", [0.6, 0.5])
+def test_a_merge_with_an_unregistered_model_names_its_source_share_and_an_unregistered_parent(
+    fingerprints: dict[str, Fingerprint], share: float
+) -> None:
+    entries = [fp for fp in registry(fingerprints, ("ref-gpt2-code",)) if fp.name != "ref-gpt2-code-b"]
+    report = compare(fingerprints[f"merged-{share}"], entries)
+    assert report.verdict is Verdict.MERGED and report.sources == ("ref-gpt2-code",)
+    assert report.merge_coefficients["ref-gpt2-code"] == pytest.approx(share, abs=0.1)
+    assert report.unregistered_share == pytest.approx(1 - share, abs=0.1)
+    assert "an unregistered parent" in report.reason
 
 
 def test_same_representations_without_the_weights_is_inconclusive(fingerprints: dict[str, Fingerprint]) -> None:
