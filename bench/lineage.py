@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -43,6 +44,23 @@ RESULTS = REPO / "bench" / "results"
 MAX_FPR = 0.01
 SIGNALS = {"REEF": "p_reef", "weights": "p_weights", "fused": "p_fused"}
 FOUND = ("derived", "merged")
+# Transformation class of a zoo member, from its name (bench/zoo.py's recipes); the first pattern that matches wins.
+CLASSES = (
+    (r"--rot-random--ft-", "rotation + fine-tune"),
+    (r"--rot-random--int4$", "rotation + 4-bit"),
+    (r"--rot-(random|hadamard)$", "rotation (random orthogonal, Hadamard)"),
+    (r"--vocab-ext$", "vocabulary extension + fine-tune"),
+    (r"--merge-outside-", "merge with a model outside the registry"),
+    (r"^merge-", "merge of two registered sources"),
+    (r"--merge-", "merge of two fine-tunes"),
+    (r"--(ft-|lora)", "fine-tune, LoRA"),
+    (r"--(prune|drop-block)", "pruning"),
+    (r"--(int8|int4|gguf)", "quantization"),
+    (r"--permuted$", "permutation + rescaling"),
+    (r"same-init$", "negative: same initialisation, other data"),
+    (r"^neg-", "negative: independent"),
+    (r"^distill-", "distilled (policy, not scored)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +190,33 @@ def outcome_counts(cases: Sequence[Case]) -> dict[str, dict[str, Any]]:
     return counts
 
 
+def transformation(member: Member) -> str:
+    """The member's transformation class (``CLASSES``)."""
+    return next((label for pattern, label in CLASSES if re.search(pattern, member.name)), member.kind)
+
+
+def class_rows(cases: Sequence[Case]) -> list[list[str]]:
+    """Per transformation class: cases, how many the fused verdict and REEF alone get right, and which weight
+    statistic decided the true source's match (positives) or the most significant one (negatives)."""
+    rows = []
+    for label in dict.fromkeys(transformation(case.member) for case in cases):
+        members = [case for case in cases if transformation(case.member) == label]
+        deciding: dict[str, int] = {}
+        for case in members:
+            weights = shown_match(case).get("weights") or {}
+            deciding[weights.get("statistic", "none")] = deciding.get(weights.get("statistic", "none"), 0) + 1
+        rows.append([
+            label, str(len(members)),
+            f"{sum(c.correct(c.report) for c in members)}/{len(members)}",
+            f"{sum(c.correct(c.reef_report) for c in members)}/{len(members)}",
+            ", ".join(f"{name} {count}" for name, count in sorted(deciding.items())),
+        ])  # fmt: skip
+    return rows
+
+
+CLASS_HEADER = ["transformation", "cases", "fused correct", "REEF alone correct", "deciding weight statistic"]
+
+
 def shown_match(case: Case) -> dict[str, Any]:
     """The match a table row shows: the (first) true source's, else the most significant one."""
     matches = case.report["matches"]
@@ -183,8 +228,10 @@ def _p(value: float | None) -> str:
 
 
 def _merge_shares(report: dict[str, Any]) -> str:
-    shares = report.get("merge_coefficients") or {}
-    return ", ".join(f"{source} {share:.2f}" for source, share in shares.items()) or "–"
+    shares = [f"{source} {share:.2f}" for source, share in (report.get("merge_coefficients") or {}).items()]
+    if report.get("unregistered_share") is not None:
+        shares.append(f"unregistered {report['unregistered_share']:.2f}")
+    return ", ".join(shares) or "–"
 
 
 def case_rows(cases: Sequence[Case]) -> list[list[str]]:
@@ -197,14 +244,19 @@ def case_rows(cases: Sequence[Case]) -> list[list[str]]:
             case.member.name, case.member.kind, ", ".join(case.member.sources) or "–",
             case.report["verdict"], ", ".join(case.named) or "–", case.reef_report["verdict"],
             match.get("source", "–"), "–" if score is None else f"{score:.3f}",
-            _p(p["p_reef"]), _p(p["p_weights"]), _p(p["p_fused"]), str(match.get("evidence", "–")),
-            _merge_shares(case.report),
+            _p(p["p_reef"]), _weight_cell(match), _p(p["p_weights"]), _p(p["p_fused"]),
+            str(match.get("evidence", "–")), _merge_shares(case.report),
         ])  # fmt: skip
     return rows
 
 
 HEADER = ["case", "kind", "true source(s)", "verdict", "named", "REEF-only verdict", "row's source", "REEF score",
-          "REEF p", "weight p", "fused p", "evidence", "merge coefficients"]  # fmt: skip
+          "REEF p", "weights (units / geometry)", "weight p", "fused p", "evidence", "merge coefficients"]  # fmt: skip
+
+
+def _weight_cell(match: dict[str, Any]) -> str:
+    scores = (match.get("weights") or {}).get("scores")
+    return "–" if not scores else f"{scores['units']:.2f} / {scores['geometry']:.2f}"
 
 
 def markdown(cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> str:
@@ -219,6 +271,8 @@ def markdown(cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, A
         f"| {label} | {c['positives_correct']}/{c['positives']} | {c['false_findings_on_negatives']}/{c['negatives']} |"
         for label, c in counts.items()
     ]
+    lines += ["", "| " + " | ".join(CLASS_HEADER) + " |", "|" + "---|" * len(CLASS_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in class_rows(cases)]
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in case_rows(cases)]
     lines += ["", timing_line(timings)]
@@ -255,6 +309,7 @@ def write_results(
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
         "rates": metrics,
         "verdicts": counts,
+        "classes": [dict(zip(CLASS_HEADER, row, strict=True)) for row in class_rows(cases)],
         "cases": [case.to_dict() for case in cases],
     }
     (folder / "lineage.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -30,8 +30,11 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    merged (naming the best source of each family). No match → unrelated, or inconclusive if any source was.
 5. **Weights** (``bot.reef.weights``). When the source and the suspect both carry anchor rows, share at
    least ``MIN_SHARED`` anchor tokens, and the source has ``MIN_NULL`` unrelated entries to compare with,
-   the weights decide that source instead of CKA: the alignment score gets the same prediction p-value
-   against the source's null (rule 3) and the same kind of ceiling (rule 4, over weight scores), and must
+   the weights decide that source instead of CKA. Two statistics are computed on the rows' fine parts:
+   *units* (hidden units paired one to one; survives permutations and per-unit scales) and *geometry*
+   (linear CKA of the rows; survives any rotation of the residual stream). Each gets the same prediction
+   p-value against the source's null (rule 3) and its own ceiling (rule 4, over that statistic's null
+   scores); the one with the smaller p-value decides, its p-value doubled (Bonferroni), and its score must
    also reach ``WEIGHT_FLOOR`` (0.8). Representations cannot tell a fine-tune from an independent model
    of the same architecture and data; the weights separate them by tens of standard deviations (lineage
    zoo: every derivative 0.97 or more, every independent model 0.53 or less). The floor is there because
@@ -52,6 +55,12 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    taken out); a source that becomes significant joins the candidates, until nothing changes. A merge's
    components then score near 1.0; an independent model gains nothing. ``Report.merge_coefficients``
    gives each named source's share.
+7. **Merges with an unregistered parent.** A merge scales each parent's rows by its coefficient, so a
+   suspect that holds a source's own units (units score at least ``MERGE_FLOOR``, 0.5, above that
+   statistic's ceiling, adjusted p < alpha) at a share of at most ``MAX_MERGE_SHARE`` (0.8; a fine-tune
+   holds about 1.0) is merged: the verdict names the source, its share (``bot.reef.weights.source_share``)
+   and an unregistered parent holding the rest (``Report.unregistered_share``). On the demo models a 50/50
+   merge with a model outside the registry scores 0.62 on the units, independent models 0.24-0.33.
 """
 
 from __future__ import annotations
