@@ -8,18 +8,28 @@ listing pages after the first, commits); ``model_info``, the first listing page,
 discussion calls surface a 429 at once, so they go through ``Budget.call``. The Hub's limits per 5-minute window
 (API 1,000 / resolvers 5,000 for a free account; hub-docs rate-limits.md) are why the scan reads headers and
 pins shas before it downloads anything.
+
+Every Hub request has a time limit. huggingface_hub's shared HTTP client has none of its own (``list_models``
+and ``model_info`` wait forever on a Hub that accepts the connection and says nothing), so ``make_api``
+installs one through the library's public ``set_client_factory``: ``REQUEST_TIMEOUT_S`` per connect or read,
+and, while ``Budget.call`` runs a call, never past the run's ``--max-seconds``: a request is refused once the
+budget is spent and a body still arriving then is cut off.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
 
 from bot.errors import ReefguardError, RemoteError
 
@@ -32,16 +42,94 @@ T = TypeVar("T")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TOKEN_SHAPED = re.compile(r"hf_[A-Za-z0-9]{8,}")
+REQUEST_TIMEOUT_S = 30.0
+"""Longest wait for a connection or for the next bytes of an answer (the Hub's own client waits forever)."""
+# Replies the client could not turn into its types: not JSON, JSON nested past Python's recursion limit, or
+# JSON of another shape (huggingface_hub builds ModelInfo(**data) and indexes into the data).
+_GARBLED = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+
+
+class _Deadline:
+    """When the running ``Budget.call`` must be over (``time.monotonic()``), or None.
+
+    One per process: huggingface_hub shares one HTTP client across threads (snapshot downloads run in a pool),
+    so the limit cannot live in a thread or a context variable.
+    """
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.lock = threading.Lock()
+
+
+_DEADLINE = _Deadline()
 
 
 def make_api(endpoint: str | None = None, token: str | None = None) -> HfApi:
     """An ``HfApi`` for ``endpoint`` (default https://huggingface.co) authenticated with ``token`` if given.
 
-    The endpoint is passed explicitly: huggingface_hub reads ``HF_ENDPOINT`` once, at import.
+    The endpoint is passed explicitly: huggingface_hub reads ``HF_ENDPOINT`` once, at import. Also makes
+    huggingface_hub's shared HTTP client one with time limits (``install_http_client``).
     """
     from huggingface_hub import HfApi
 
+    install_http_client()
     return HfApi(endpoint=(endpoint or DEFAULT_ENDPOINT).rstrip("/"), token=token or None)
+
+
+def install_http_client() -> None:
+    """Give huggingface_hub an HTTP client whose requests time out (see the module docstring); idempotent."""
+    from huggingface_hub import get_session, set_client_factory
+
+    if not isinstance(getattr(get_session(), "_transport", None), _LimitedTransport):
+        set_client_factory(_limited_client)
+
+
+def _limited_client() -> httpx.Client:
+    # The library's own request hook (offline mode, request ids); public in its default factory, not exported.
+    from huggingface_hub.utils._http import hf_request_event_hook
+
+    return httpx.Client(
+        transport=_LimitedTransport(),
+        event_hooks={"request": [hf_request_event_hook]},
+        follow_redirects=True,
+        timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
+    )
+
+
+class _LimitedTransport(httpx.HTTPTransport):
+    """httpx's transport, with every timeout cut to what is left of the running call's deadline."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = _DEADLINE.at
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise httpx.ReadTimeout("the run's time budget is spent", request=request)
+            limits = dict(request.extensions.get("timeout") or {})
+            request.extensions["timeout"] = {
+                kind: left if limits.get(kind) is None else min(limits[kind], left)
+                for kind in ("connect", "read", "write", "pool")
+            }
+        response = super().handle_request(request)
+        if deadline is not None and isinstance(response.stream, httpx.SyncByteStream):
+            response.stream = _CutOffStream(response.stream, deadline, request)
+        return response
+
+
+class _CutOffStream(httpx.SyncByteStream):
+    """A response body that stops with a timeout once the deadline passes (a Hub dripping bytes slowly)."""
+
+    def __init__(self, inner: httpx.SyncByteStream, deadline: float, request: httpx.Request) -> None:
+        self.inner, self.deadline, self.request = inner, deadline, request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.inner:
+            if time.monotonic() > self.deadline:
+                raise httpx.ReadTimeout("the run's time budget ran out during the download", request=self.request)
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,9 +236,17 @@ class Budget:
         """
         attempt = 0
         while True:
+            if self.out_of_time():
+                self.stopped = self.stopped or f"time budget of {self.max_seconds:.0f} s reached"
+                raise RemoteError(f"{doing}: the run's time budget of {self.max_seconds:.0f} s is spent; retried "
+                                  "next run", service="hub")  # fmt: skip
             try:
-                return fn()
+                return self._within_time(fn)
             except Exception as e:
+                if isinstance(e, httpx.TimeoutException) and self.out_of_time():
+                    self.stopped = self.stopped or f"time budget of {self.max_seconds:.0f} s reached"
+                    raise RemoteError(f"{doing}: no answer before the run's time budget of {self.max_seconds:.0f} s "
+                                      "ran out; retried next run", service="hub") from e  # fmt: skip
                 status, wait_s = _retry_advice(e, attempt)
                 if status is None or status not in RETRY_STATUSES:
                     if isinstance(e, ReefguardError):
@@ -171,6 +267,19 @@ class Budget:
                 self.retries += 1
                 self.waited_s += wait_s
                 self.sleep(wait_s)
+
+    def _within_time(self, fn: Callable[[], T]) -> T:
+        """``fn()``, its Hub requests limited to what is left of ``max_seconds``."""
+        if self.max_seconds is None:
+            return fn()
+        with _DEADLINE.lock:
+            previous = _DEADLINE.at
+            _DEADLINE.at = time.monotonic() + max(0.0, self.max_seconds - self.elapsed_s())
+        try:
+            return fn()
+        finally:
+            with _DEADLINE.lock:
+                _DEADLINE.at = previous
 
 
 def _retry_advice(error: Exception, attempt: int) -> tuple[int | None, float]:
@@ -220,16 +329,34 @@ def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | 
 
 
 def hub_error(error: Exception, doing: str) -> RemoteError | None:
-    """Our error for a huggingface_hub / httpx failure, or None for anything else (left to propagate)."""
-    from huggingface_hub.utils import httpx
+    """Our error for a failed Hub call, or None for anything else (left to propagate).
 
-    if not isinstance(error, httpx.HTTPError):
-        return None
-    response = getattr(error, "response", None)
-    if response is None:
-        return RemoteError(f"{doing}: cannot reach the Hub ({type(error).__name__}); check the network or --endpoint",
-                           service="hub")  # fmt: skip
-    return _as_remote(error, doing, f"HTTP {response.status_code}")
+    Translated: HTTP errors, timeouts, answers cut off before their announced length, and answers the client
+    could not parse (not JSON, nested too deep, another shape), which it raises as plain ``ValueError`` /
+    ``TypeError`` / ``RecursionError``. A call given to ``Budget.call`` is a Hub call, so those come from the
+    reply; the traceback goes to the debug log.
+    """
+    if isinstance(error, httpx.TimeoutException):
+        what = str(error) if "budget" in str(error) else f"no answer within {REQUEST_TIMEOUT_S:.0f} s"
+        return RemoteError(f"{doing}: {what} ({type(error).__name__}); retried next run", service="hub")
+    if isinstance(error, httpx.RemoteProtocolError):
+        said = _TOKEN_SHAPED.sub("hf_***", str(error).splitlines()[0] if str(error) else "")[:160]
+        return RemoteError(f"{doing}: the Hub's answer was cut off ({said}); retried next run", service="hub")
+    if isinstance(error, httpx.HTTPError):
+        response = getattr(error, "response", None)
+        if response is None:
+            return RemoteError(f"{doing}: cannot reach the Hub ({type(error).__name__}); check the network or "
+                               "--endpoint", service="hub")  # fmt: skip
+        return _as_remote(error, doing, f"HTTP {response.status_code}")
+    if isinstance(error, _GARBLED):
+        logger.debug("%s: unusable answer from the Hub", doing, exc_info=error)
+        kind = "nested too deep" if isinstance(error, RecursionError) else (
+            "not JSON" if isinstance(error, json.JSONDecodeError) else "not the expected shape")  # fmt: skip
+        return RemoteError(f"{doing}: unusable answer from the Hub ({kind}); retried next run", service="hub")
+    if isinstance(error, OSError):  # huggingface_hub's size and checksum checks on downloads raise OSError
+        said = _TOKEN_SHAPED.sub("hf_***", (str(error).splitlines() or [type(error).__name__])[0])[:200]
+        return RemoteError(f"{doing}: download failed ({said}); retried next run", service="hub")
+    return None
 
 
 def _as_remote(error: Exception, doing: str, what: str) -> RemoteError:

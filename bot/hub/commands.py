@@ -130,6 +130,24 @@ def register(
     serve.set_defaults(handler=cmd_serve)
 
 
+def _quiet_hub_library(args: argparse.Namespace) -> None:
+    """huggingface_hub's own warnings (each retried download, each resume) only with ``-v``, and its download
+    bars only where ours show: a failed model is one line in the report, not a screenful on stderr.
+
+    The library reads ``HF_HUB_DISABLE_PROGRESS_BARS`` once, at import, so the CLI's setting comes too late.
+    """
+    import logging
+
+    from huggingface_hub.utils.tqdm import disable_progress_bars
+
+    from bot.progress import progress_enabled
+
+    if not getattr(args, "verbose", False):
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    if not progress_enabled():
+        disable_progress_bars()
+
+
 def _budget(args: argparse.Namespace) -> Budget:
     from bot.hub.client import Budget
 
@@ -166,8 +184,9 @@ def _summary(report: ScanReport, folder: Path) -> str:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from bot.errors import RemoteError
     from bot.hub.client import make_api
-    from bot.hub.results import ScanState, write_scan_report
+    from bot.hub.results import ScanReport, ScanState, write_scan_report
     from bot.hub.scan import Selection, Shard, list_candidates, parse_since, scan, source_repo_map
     from bot.registry import Registry
 
@@ -180,10 +199,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
     options = _options(args, source_repo_map(registry, _pairs(args.source_repo, key="source-repo")))
     state = ScanState.load(Path(args.state))
     budget = _budget(args)
+    _quiet_hub_library(args)
     api = make_api(args.endpoint, options.token)
-    candidates = list_candidates(api, selection, budget=budget)
-    report = scan(api, candidates, registry=registry, state=state, options=options, budget=budget, shard=shard)
     folder = Path(args.out)
+    try:
+        candidates = list_candidates(api, selection, budget=budget)
+    except RemoteError:  # nothing listed: the report says so, the error line says why (exit 3)
+        shards = (str(shard),) if shard else ("all",)
+        write_scan_report(ScanReport(shards=shards, results=(), reused=0, usage=budget.usage()), folder)
+        raise
+    report = scan(api, candidates, registry=registry, state=state, options=options, budget=budget, shard=shard)
     write_scan_report(report, folder)
     _output.write(_summary(report, folder))
     if args.annotate:
@@ -243,6 +268,7 @@ def revision_scanner(args: argparse.Namespace) -> Callable[[str, str], str]:
 
     registry = Registry(Path(args.registry))
     options = _options(args, source_repo_map(registry, _pairs(args.source_repo, key="source-repo")))
+    _quiet_hub_library(args)
     api = make_api(args.endpoint, options.token)
     state_path, folder = Path(args.state), Path(args.out)
 

@@ -305,7 +305,9 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: no such file", path=path) from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable JSON ({e})", path=path) from e
+        raise ConfigError(f"{path}: unreadable JSON ({str(e).splitlines()[0] if str(e) else e!r})", path=path) from e
+    except RecursionError as e:  # thousands of nested brackets: the parser runs out of stack
+        raise ConfigError(f"{path}: unreadable JSON (nested deeper than Python's recursion limit)", path=path) from e
 
 
 def write_atomically(path: Path, text: str) -> Path:

@@ -225,13 +225,18 @@ def source_repo_map(registry: Registry, explicit: Mapping[str, str] | None = Non
 def list_candidates(api: HfApi, selection: Selection, *, budget: Budget) -> list[Candidate]:
     """The models ``selection`` names, newest first, each pinned to the sha the listing reported.
 
+    A listing that fails after its first models (a garbled or cut-off page, a timeout) keeps what it got: the
+    failure is logged and recorded as ``budget.stopped``, so the report says the list is incomplete. An item
+    without a commit sha is left out with a warning.
+
     Raises:
-        RemoteError: the Hub failed beyond the budget's retries.
+        RemoteError: the Hub failed beyond the budget's retries before listing anything.
     """
     expand: Any = ["author", "sha", "lastModified", "tags", "cardData", "gated", "private"]
+    found: list[Candidate] = []
 
-    def listing() -> list[Candidate]:
-        found = []
+    def listing() -> None:
+        found.clear()  # a retried call starts again from the first page
         for info in api.list_models(
             author=selection.author,
             search=selection.search,
@@ -243,12 +248,21 @@ def list_candidates(api: HfApi, selection: Selection, *, budget: Budget) -> list
             modified = info.last_modified
             if selection.since is not None and modified is not None and modified < selection.since:
                 break  # newest first: everything after is older
-            found.append(Candidate.from_info(info))
-        return found
+            try:
+                found.append(Candidate.from_info(info))
+            except RemoteError as e:
+                logger.warning("%s", e)
 
-    candidates = budget.call("listing models", listing)
-    logger.info("%d candidate models listed", len(candidates))
-    return candidates
+    try:
+        budget.call("listing models", listing)
+    except RemoteError as e:
+        if not found:
+            budget.stopped = budget.stopped or f"the listing failed: {e}"
+            raise
+        budget.stopped = budget.stopped or f"the listing stopped after {len(found)} models: {e}"
+        logger.warning("%s", budget.stopped)
+    logger.info("%d candidate models listed", len(found))
+    return list(found)
 
 
 def candidate_at(api: HfApi, repo_id: str, revision: str | None, *, budget: Budget) -> Candidate:
@@ -341,6 +355,7 @@ def check_candidate(
             reason = f"needs {plan} bytes, {left} left of the run's download budget; retried next run"
             return _result(candidate, Status.ERROR, reason)
         budget.download_bytes += plan
+        _check_time(budget, "before the download")
         report = _fingerprint_and_compare(candidate, registry=registry, options=options, budget=budget)
     except UnsafeWeightsError as e:
         return _result(candidate, Status.SKIPPED, f"refused: {e}")
@@ -366,6 +381,17 @@ def check_candidate(
         findings=findings,
         evidence_markdown=render_markdown(report) if findings else None,
     )
+
+
+def _check_time(budget: Budget, where: str) -> None:
+    """Stop a model half-way when the run's time is up (the model is retried by the next run).
+
+    Raises:
+        RemoteError: ``--max-seconds`` is spent.
+    """
+    if budget.out_of_time():
+        budget.stopped = budget.stopped or f"time budget of {budget.max_seconds:.0f} s reached"
+        raise RemoteError(f"the run's time budget ran out {where}; retried next run", service="hub")
 
 
 def _inspect(api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget) -> int | str:
@@ -465,6 +491,7 @@ def _fingerprint_and_compare(
         f"{source}: download",
         lambda: resolve(source, cache_dir=options.cache_dir, endpoint=options.endpoint, token=options.token),
     )
+    _check_time(budget, "after the download, before the fingerprint")
     fp = fingerprint(
         str(resolved.path),
         name=default_name(source),

@@ -200,6 +200,8 @@ class WebhookServer:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return 400, {"error": "body is not JSON"}
+        except RecursionError:  # thousands of nested brackets
+            return 400, {"error": "body is JSON nested too deep"}
         target = revision_of(payload)
         if isinstance(target, str):
             return 200, {"status": "ignored", "reason": target}

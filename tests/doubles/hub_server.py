@@ -78,9 +78,12 @@ class RecordedRequest(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """An answer; `announced` is the Content-Length sent when it differs from the body's (a cut-off reply)."""
+
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    announced: int | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +96,12 @@ class _Repo:
     last_modified: str = ""
     discussions: list[dict[str, Any]] = field(default_factory=list)
     written: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files a commit changed
+
+
+class _Fault(NamedTuple):
+    body: bytes | None
+    cut_to: int | None
+    stall_s: float | None
 
 
 class _File(NamedTuple):
@@ -152,6 +161,8 @@ class HubServer(LoopbackServer):
         self._repos: dict[str, _Repo] = {}
         self._blobs: dict[str, bytes] = {}  # sha256 -> LFS body, filled as /resolve hands out CDN links
         self._failures: list[list[Any]] = []  # [path_prefix, status, times_left, headers]
+        self._faults: list[list[Any]] = []  # [path_prefix, _Fault, times_left, answers_to_skip]
+        self._released = threading.Event()  # set by stop(): stalled replies give up waiting
         self._requests: list[RecordedRequest] = []
         self._lock = threading.RLock()  # routes run under it and may take it again
         self._ids = itertools.count(1)
@@ -259,6 +270,37 @@ class HubServer(LoopbackServer):
         with self._lock:
             self._failures.append([path_prefix, status, times, dict(headers or {})])
 
+    def misbehave_next(
+        self,
+        path_prefix: str,
+        *,
+        body: bytes | None = None,
+        cut_to: int | None = None,
+        stall_s: float | None = None,
+        times: int = 1,
+        after: int = 0,
+    ) -> None:
+        """Spoil the next `times` answers under `path_prefix` the ways a broken Hub or proxy does.
+
+        Args:
+            body: answer 200 with these bytes instead (an HTML error page, truncated or deeply nested JSON).
+            cut_to: send the real answer's Content-Length but only its first `cut_to` bytes, then hang up.
+            stall_s: say nothing for this long first (until `stop()`, whichever comes sooner).
+            times: how many answers to spoil; after: how many matching answers to leave alone first.
+        """
+        with self._lock:
+            self._faults.append([path_prefix, _Fault(body, cut_to, stall_s), times, after])
+
+    def heal(self) -> None:
+        """Forget every spoiled answer and injected failure still pending."""
+        with self._lock:
+            self._faults.clear()
+            self._failures.clear()
+
+    def stop(self) -> None:
+        self._released.set()
+        super().stop()
+
     @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
@@ -283,14 +325,28 @@ class HubServer(LoopbackServer):
                 hook[2] -= 1
                 if hook[2] <= 0:
                     self._hooks.remove(hook)
+            fault = next((f for f in self._faults if target.startswith(f[0])), None)
+            if fault is not None and fault[3] > 0:
+                fault[3] -= 1
+                fault = None
+            elif fault is not None:
+                fault[2] -= 1
+                if fault[2] <= 0:
+                    self._faults.remove(fault)
             request_id = f"hub-{next(self._ids)}"
         if hook is not None:
             hook[1]()
+        if fault is not None and fault[1].stall_s is not None:
+            self._released.wait(fault[1].stall_s)
         if failure is not None:
             reply = _error(failure[1], None, f"injected HTTP {failure[1]}", failure[3])
         else:
             reply = self._route(method, target, headers, body)
-        return Reply(reply.status, {**reply.headers, "X-Request-Id": request_id}, reply.body)
+        if fault is not None and fault[1].body is not None:
+            reply = Reply(200, {"Content-Type": "application/json"}, fault[1].body)
+        if fault is not None and fault[1].cut_to is not None and len(reply.body) > fault[1].cut_to:
+            reply = Reply(reply.status, reply.headers, reply.body[: fault[1].cut_to], len(reply.body))
+        return Reply(reply.status, {**reply.headers, "X-Request-Id": request_id}, reply.body, reply.announced)
 
     def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         split = urlsplit(target)
@@ -622,13 +678,19 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         reply = self.double.handle(self.command, self.path, dict(self.headers.items()), body)
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(reply.body)
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body) if reply.announced is None else reply.announced))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout, a stalled reply)
+            self.close_connection = True
+            return
+        if reply.announced is not None:  # a cut-off reply: hang up before the announced length
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr line; tests read `HubServer.requests` instead."""
