@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.reef.fingerprint import Fingerprint, fingerprint_model
-from bot.reef.loading import adapter_base_reference, tokenizer_files
+from bot.reef.loading import adapter_base_reference, check_model_files, tokenizer_files
 from bot.reef.probes import DEFAULT_PROBES, load_probes
 from bot.reef.streaming import load_for_extraction
 from bot.reef.tokenizing import tokenize_apart
@@ -89,6 +89,7 @@ def fingerprint(
     probe_set = load_probes(probes)
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
+    check_model_files(resolved.path, base=base_path)  # bad files fail here, before any process starts on them
     # Before the model loads and torch is imported, so the tokenizer never shares memory with either.
     tokens = tokenize_apart(tokenizer_files(resolved.path, base=base_path), probe_set.texts, batch_size=batch_size)
     loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)

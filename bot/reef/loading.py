@@ -543,16 +543,7 @@ class SafetensorsLoader:
         return path.is_dir() and bool(_weight_files(path, "*.safetensors"))
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
-        config = read_config(path)
-        files = _weight_files(path, "*.safetensors")
-        check_shard_index(path)
-        shapes: dict[str, Sequence[int]] = {}
-        for file in files:
-            check_inside(file, path)
-            check_safetensors(file)
-            header = read_safetensors_header(file)[1]
-            shapes.update((name, info["shape"]) for name, info in header.items() if name != "__metadata__")
-        check_config_fits_weights(config, shapes, path)
+        files = check_safetensors_folder(path)
         shas = {file.name: sha256_file(file) for file in files}
         return _load_folder(
             path,
@@ -562,6 +553,54 @@ class SafetensorsLoader:
             loader=self.name,
             with_lm_head=with_lm_head,
         )
+
+
+def check_safetensors_folder(folder: Path) -> list[Path]:
+    """Check a safetensors model folder without loading it, and return its weight files.
+
+    Its config (``read_config``), shard index (``check_shard_index``), every weight file's place
+    (``check_inside``) and header (``check_safetensors``), and the config's sizes against the stored shapes
+    (``check_config_fits_weights``).
+
+    Raises:
+        ModelLoadError, UnsafeWeightsError: as those checks.
+    """
+    config = read_config(folder)
+    files = _weight_files(folder, "*.safetensors")
+    check_shard_index(folder)
+    shapes: dict[str, Sequence[int]] = {}
+    for file in files:
+        check_inside(file, folder)
+        check_safetensors(file)
+        header = read_safetensors_header(file)[1]
+        shapes.update((name, info["shape"]) for name, info in header.items() if name != "__metadata__")
+    check_config_fits_weights(config, shapes, folder)
+    return files
+
+
+def check_model_files(path: Path, *, base: Path | None = None) -> None:
+    """Check what can be checked of a local model before anything runs on it (the tokenizer included).
+
+    A safetensors folder is checked whole (``check_safetensors_folder``); an adapter, its config, weights and
+    base; other forms, their config. Loading checks the rest (tensors against the config, values).
+
+    Raises:
+        ModelLoadError, UnsafeWeightsError: the first problem found.
+    """
+    path = path.expanduser()
+    if path.is_file() and path.suffix in {".safetensors", ".bin"}:
+        path = path.parent
+    if not path.is_dir():
+        return  # a GGUF file or a missing path: tokenizer_files and the loader say what is wrong
+    if (path / "adapter_config.json").is_file():
+        for file in _weight_files(path, "adapter_model.safetensors"):
+            check_inside(file, path)
+            check_safetensors(file)
+        check_model_files(_adapter_base(path, base))
+    elif _weight_files(path, "*.safetensors"):
+        check_safetensors_folder(path)
+    elif (path / "config.json").is_file():
+        read_config(path)
 
 
 def check_shard_index(folder: Path) -> None:
