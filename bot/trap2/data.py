@@ -1,4 +1,10 @@
-"""Training text -> token windows for the causal-LM loss (deterministic: fixed split, seeded batch order)."""
+"""Training text -> token windows for the causal-LM loss (deterministic: fixed split, seeded batch order).
+
+A window starts with the tokenizer's beginning-of-sequence token when the tokenizer adds one to every text
+(Gemma: ``<bos>``), because that is the input the model was trained on: Gemma 3 270M's loss on Python's language
+reference is 7.8 nats on windows without it and about 2 with it, and an update trained without it mostly learns to
+cope with the missing token (issue 17). Tokenizers that add nothing (the demo's byte-level BPE) get plain windows.
+"""
 
 from __future__ import annotations
 
@@ -20,21 +26,25 @@ class TokenData:
     Attributes:
         train: 1-D token ids to draw random training windows from.
         val: validation windows, shape (n_windows, context), consecutive and non-overlapping.
-        context: tokens per window.
+        context: tokens per window (the beginning-of-sequence token included).
         sources: the files the text came from.
+        bos: the beginning-of-sequence token that starts every window, or None.
     """
 
     train: torch.Tensor = field(compare=False, repr=False)
     val: torch.Tensor = field(compare=False, repr=False)
     context: int
     sources: tuple[str, ...]
+    bos: int | None = None
 
     def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         """``batch_size`` random training windows (the generator fixes the order)."""
         import torch
 
-        starts = torch.randint(0, len(self.train) - self.context, (batch_size,), generator=generator)
-        return torch.stack([self.train[int(s) : int(s) + self.context] for s in starts])
+        span = self.context - (self.bos is not None)
+        starts = torch.randint(0, len(self.train) - span, (batch_size,), generator=generator)
+        rows = torch.stack([self.train[int(s) : int(s) + span] for s in starts])
+        return _with_bos(rows, self.bos)
 
 
 def read_text(paths: Sequence[Path]) -> str:
@@ -66,10 +76,35 @@ def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def windows(ids: torch.Tensor, context: int, limit: int) -> torch.Tensor:
-    """Up to ``limit`` consecutive non-overlapping windows of ``context`` tokens."""
-    n = min(len(ids) // context, limit)
-    return ids[: n * context].reshape(n, context)
+def bos_token(tokenizer: Any) -> int | None:
+    """The token the tokenizer puts before every text when it adds special tokens, or None.
+
+    Example:
+        >>> class Plain:
+        ...     bos_token_id = 0
+        ...     def __call__(self, text, add_special_tokens=True, verbose=False):
+        ...         return {"input_ids": [5, 6]}
+        >>> bos_token(Plain()) is None
+        True
+    """
+    first = tokenizer("a", add_special_tokens=True, verbose=False)["input_ids"][:1]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return int(bos) if bos is not None and first == [bos] else None
+
+
+def _with_bos(rows: torch.Tensor, bos: int | None) -> torch.Tensor:
+    import torch
+
+    if bos is None:
+        return rows
+    return torch.cat([torch.full((len(rows), 1), bos, dtype=rows.dtype), rows], dim=1)
+
+
+def windows(ids: torch.Tensor, context: int, limit: int, bos: int | None = None) -> torch.Tensor:
+    """Up to ``limit`` consecutive non-overlapping windows of ``context`` tokens (``bos`` first, if given)."""
+    span = context - (bos is not None)
+    n = min(len(ids) // span, limit) if span > 0 else 0
+    return _with_bos(ids[: n * span].reshape(n, span), bos)
 
 
 def prepare(
@@ -87,12 +122,13 @@ def prepare(
         ConfigError: empty data, or too little for one training and one validation window.
     """
     ids = tokenize(tokenizer, read_text(data))
+    bos = bos_token(tokenizer)
     if validation:
         train, val_ids = ids, tokenize(tokenizer, read_text(validation))
     else:
         cut = len(ids) - max(int(len(ids) * val_fraction), context)
         train, val_ids = ids[:cut], ids[cut:]
-    val = windows(val_ids, context, max_val_windows)
+    val = windows(val_ids, context, max_val_windows, bos)
     if len(train) <= context or len(val) == 0:
         raise ConfigError(
             f"{', '.join(map(str, data))}: {len(ids)} tokens is too little for training and validation windows of "
@@ -100,7 +136,8 @@ def prepare(
             path=data[0],
             key="--data",
         )
-    return TokenData(train=train, val=val, context=context, sources=tuple(str(p) for p in (*data, *validation)))
+    return TokenData(train=train, val=val, context=context, sources=tuple(str(p) for p in (*data, *validation)),
+                     bos=bos)  # fmt: skip
 
 
 def validation_windows(tokenizer: Any, paths: Sequence[Path], *, context: int, max_windows: int) -> torch.Tensor:
@@ -109,7 +146,7 @@ def validation_windows(tokenizer: Any, paths: Sequence[Path], *, context: int, m
     Raises:
         ConfigError: empty or unreadable text, or fewer tokens than one window.
     """
-    val = windows(tokenize(tokenizer, read_text(paths)), context, max_windows)
+    val = windows(tokenize(tokenizer, read_text(paths)), context, max_windows, bos_token(tokenizer))
     if len(val) == 0:
         raise ConfigError(
             f"{paths[0]}: fewer than {context} tokens of evaluation text; add text or lower --context",

@@ -122,7 +122,9 @@ def write_release(
     Args:
         update: a folder written by ``protect`` (``protected/``).
         out: the release folder to create; it must not exist yet.
-        base_model: the base's Hub id for the card (default: the base path recorded at training).
+        base_model: the base's Hub id. It goes into the card's ``base_model``, ``adapter_config.json``'s
+            ``base_model_name_or_path`` and ``trap2.json``'s ``base``, replacing the local path recorded at
+            training (default: that path is kept, which only works on the trainer's machine).
         report: the verification report, whose numbers go into the card.
         tokenizer_from: a folder to take the tokenizer from if ``update`` has none (usually the base).
 
@@ -130,7 +132,8 @@ def write_release(
         ``out``.
 
     Raises:
-        ConfigError: ``update`` has no safetensors weights or no ``trap2.json``; ``out`` already exists.
+        ConfigError: ``update`` has no safetensors weights or no ``trap2.json``; ``out`` already exists; its
+            ``adapter_config.json`` is not a JSON object.
     """
     metadata = read_metadata(update)
     if metadata is None:
@@ -150,14 +153,46 @@ def write_release(
         for name in TOKENIZER_FILES:
             if source is not None and (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
+        if base_model:
+            # The trainer's local base path means nothing on a user's machine (issue 15): the release names the
+            # base by its Hub id, so `PeftModel.from_pretrained` on a copy of the folder finds it.
+            metadata = {**metadata, "base": base_model}
+            _point_adapter_at(staging, base_model)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         card = render_card(metadata, base_model=base_model or str(metadata.get("base", "")), report=report)
         (staging / "README.md").write_text(card, encoding="utf-8")
+        _make_readable(staging)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if not base_model:
+        logger.warning("%s names its base by the local path %s; pass the base's Hub id (--base-model-id) so users "
+                       "can load it", out, metadata.get("base"))  # fmt: skip
     logger.info("release folder written to %s", out)
     return out
+
+
+def _point_adapter_at(folder: Path, base_model: str) -> None:
+    """Rewrite ``adapter_config.json``'s ``base_model_name_or_path`` (if the update is an adapter) to ``base_model``."""
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})", path=path) from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a JSON object", path=path)
+    config["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _make_readable(folder: Path) -> None:
+    """A release is published: folder 0755, files 0644 (``mkdtemp`` makes the folder 0700, and ``copy2`` keeps
+    whatever mode the trainer's files had)."""
+    folder.chmod(0o755)
+    for file in folder.iterdir():
+        file.chmod(0o644)
 
 
 def copy_release(folder: Path, destination: Path) -> Path:

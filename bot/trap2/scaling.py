@@ -71,9 +71,20 @@ def full_scaled(model: torch.nn.Module, anchors: Mapping[str, torch.Tensor], s: 
 
 
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor, params: Mapping[str, torch.Tensor] | None) -> Any:
-    """Mean next-token cross-entropy on ``batch``, with ``params`` swapped in functionally when given."""
+    """Mean next-token cross-entropy on ``batch``, with ``params`` swapped in functionally when given.
+
+    Computed by ``bot.trap2.head`` (the LM head in chunks of tokens, the same number) when the model's head allows
+    it, else by the model's own loss.
+    """
     import torch
 
+    from bot.trap2 import head
+
+    if head.supports(model):
+        if params is None:
+            return head.head_loss(model, batch)
+        prefixed = {f"model.{name}": tensor for name, tensor in params.items()}
+        return torch.func.functional_call(head.HeadLoss(model), prefixed, args=(batch,))
     inputs = {"input_ids": batch, "labels": batch}
     if params is None:
         return model(**inputs).loss

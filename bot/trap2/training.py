@@ -149,6 +149,78 @@ class _Checkpoint:
     trap_floor: float | None
 
 
+@dataclass(slots=True)
+class CheckpointSelection:
+    """Which evaluated checkpoint to keep (the rule in the module docstring), fed one evaluation at a time.
+
+    Pure bookkeeping, so the rule is tested on given numbers; ``train_update`` measures the losses and passes a
+    ``take`` callable that snapshots the weights only when a checkpoint becomes a candidate.
+
+    Attributes:
+        initial: the base's nominal validation loss (the bar at s = 1 and at every probe scale).
+        trapping: whether the trap is required (λ > 0 and some probe scale lies in the sampled range).
+        patience: evaluations without a better kept checkpoint before stopping, counted once the trap has formed.
+        kept: the lowest nominal loss where the trap has formed.
+        untrapped: the lowest nominal loss overall, held only until the trap forms.
+        evals_since_kept: evaluations since ``kept`` last changed.
+
+    Example:
+        >>> rule = CheckpointSelection(initial=4.0, trapping=True, patience=2)
+        >>> rule.needs_floor(3.5)
+        True
+        >>> rule.offer(10, 3.5, floor=3.9, take=dict)  # beats the base at s = 1, but not trapped: held back
+        >>> rule.offer(20, 3.7, floor=4.4, take=dict)  # trapped: kept, although 3.5 was lower
+        >>> rule.chosen().step, rule.trap_formed()
+        (20, True)
+    """
+
+    initial: float
+    trapping: bool
+    patience: int
+    kept: _Checkpoint | None = None
+    untrapped: _Checkpoint | None = None
+    evals_since_kept: int = 0
+
+    def needs_floor(self, loss: float) -> bool:
+        """Whether a checkpoint with nominal ``loss`` could be kept, so its trap floor is worth measuring."""
+        return self.trapping and self.improves(loss) and loss < self.initial
+
+    def improves(self, loss: float) -> bool:
+        """Whether ``loss`` is finite and below the kept checkpoint's."""
+        return math.isfinite(loss) and loss < (self.kept.loss if self.kept else math.inf)
+
+    def offer(self, step: int, loss: float, *, floor: float | None, take: Any) -> None:
+        """Consider the checkpoint at ``step``; ``take()`` returns its weights and is called only if it is kept.
+
+        Args:
+            step: the optimizer step.
+            loss: its nominal (s = 1) validation loss.
+            floor: its lowest validation loss over the probe scales (None when not measured).
+            take: a callable returning the weights to keep.
+        """
+        if self.improves(loss):
+            if not self.trapping or (floor is not None and floor > self.initial):
+                self.kept = _Checkpoint(step=step, loss=loss, state=take(), trap_floor=floor)
+                self.untrapped, self.evals_since_kept = None, 0
+                return
+            if self.untrapped is None or loss < self.untrapped.loss:
+                self.untrapped = _Checkpoint(step=step, loss=loss, state=take(), trap_floor=floor)
+        if self.kept is not None:  # patience starts once the trap has formed
+            self.evals_since_kept += 1
+
+    def should_stop(self) -> bool:
+        """Patience has run out."""
+        return self.evals_since_kept >= self.patience
+
+    def chosen(self) -> _Checkpoint | None:
+        """The kept checkpoint, else the lowest-nominal one (the trap never formed), else None."""
+        return self.kept or self.untrapped
+
+    def trap_formed(self) -> bool:
+        """Whether a checkpoint with the trap formed was found (always True when the trap is not required)."""
+        return self.kept is not None
+
+
 def trap_scales(config: ProtectConfig) -> tuple[float, ...]:
     """The probe down-scales inside the sampled range [s_min, 1 − δ]; none for the twin (λ = 0).
 
@@ -200,16 +272,14 @@ def train_update(
     torch.manual_seed(config.seed)  # dropout
     probes = trap_scales(config)
 
-    def snapshot(step: int, loss: float, trap_floor: float | None) -> _Checkpoint:
-        return _Checkpoint(step=step, loss=loss, state={n: p.detach().clone() for n, p in trainable.items()},
-                           trap_floor=trap_floor)  # fmt: skip
+    def take() -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in trainable.items()}
 
     started = time.perf_counter()
     initial = mean_loss(model, data.val)
     history = [(0, initial)]
-    kept: _Checkpoint | None = None  # lowest nominal loss where the trap has formed
-    untrapped: _Checkpoint | None = None  # lowest nominal loss overall, kept only until the trap forms
-    skipped = good_steps = evals_since_kept = 0
+    rule = CheckpointSelection(initial=initial, trapping=bool(probes), patience=config.patience)
+    skipped = good_steps = 0
     train_seconds = 0.0
     stopped_early = False
     step = 0
@@ -233,27 +303,22 @@ def train_update(
         val = mean_loss(model, data.val)
         history.append((step, val))
         logger.info("step %d: nominal validation loss %.4f", step, val)
-        if good_steps and math.isfinite(val) and val < (kept.loss if kept else math.inf):
-            # The trap floor is measured only for a checkpoint that would otherwise be kept.
-            floor = _trap_floor(model, data, config, anchors, probes) if probes and val < initial else None
-            if not probes or (floor is not None and floor > initial):
-                kept, untrapped, evals_since_kept = snapshot(step, val, floor), None, 0
-                continue
-            if untrapped is None or val < untrapped.loss:
-                untrapped = snapshot(step, val, floor)
-        if kept is not None:  # patience starts once the trap has formed
-            evals_since_kept += 1
-        if evals_since_kept >= config.patience and step < config.steps:
+        if not good_steps:
+            continue
+        # The trap floor is measured only for a checkpoint that would otherwise be kept.
+        floor = _trap_floor(model, data, config, anchors, probes) if rule.needs_floor(val) else None
+        rule.offer(step, val, floor=floor, take=take)
+        if rule.should_stop() and step < config.steps:
             stopped_early = True
-            logger.info("early stop at step %d (kept step %d)", step, kept.step if kept else 0)
+            logger.info("early stop at step %d (kept step %d)", step, rule.kept.step if rule.kept else 0)
             break
-    chosen = kept or untrapped
+    chosen = rule.chosen()
     if chosen is None:
         raise TrainingError(
             f"training produced no usable checkpoint: {skipped} of {step} steps had a non-finite loss or gradient "
             "and no evaluation was finite; lower --lr or --lambda, set --loss-cap, or check the data"
         )
-    if kept is None:
+    if not rule.trap_formed():
         logger.warning(
             "the trap did not form in %d steps: no checkpoint beat the base's validation loss %.4f at s = 1 while "
             "losing to it at every scale in %s; kept step %d (lowest nominal loss); raise --lambda or --steps",
@@ -324,9 +389,10 @@ def _one_step(
         scaled = causal_lm_loss(model, batch, _scaled_params(model, config, anchors, s))
         if not torch.isfinite(scaled):
             return False
-        if config.loss_cap is not None:
-            scaled = torch.clamp(scaled, max=config.loss_cap)
-        (-config.lam * scale_weight(s, config.weight) * scaled).backward()
+        # min(L_s, τ) has no gradient once L_s ≥ τ: skip that backward pass (the step is the same, and cheaper;
+        # once the trap has formed most draws are capped).
+        if config.loss_cap is None or float(scaled.detach()) < config.loss_cap:
+            (-config.lam * scale_weight(s, config.weight) * scaled).backward()
     norm = torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.grad_clip)
     return bool(torch.isfinite(norm))
 

@@ -1,14 +1,12 @@
 """The Action's ``mode: protect``: train, verify and release a Trap²-protected update from files in the workspace.
 
-Runs go through the runner's variables, like every Action test (``ActionRun``), with a tiny GPT-2 base committed to
-the workspace; the GitHub double records that protect mode makes no API request.
+Runs go through the runner's variables, like every Action test (``ActionRun``), with the trained demo base (GPT-2,
+4 blocks, width 64) committed to the workspace; the GitHub double records that protect mode makes no API request.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,31 +14,26 @@ import yaml
 
 from bot.cli import ExitCode, build_parser
 from bot.github.inputs import input_variable, read_protect_inputs
-from tests import builders
 from tests.doubles.github_server import GitHubServer
 from tests.github.conftest import ActionRun, Outcome, Workspace
+from tests.trap2.conftest import DEMO_BASE, TASK_MODULES, VALIDATION_MODULES, stdlib_source
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A few dozen steps on the tiny base: enough for every check to pass (seeded, so repeatable).
-TRAINING = {"lambda": "1.0", "lr": "0.02", "steps": "40", "eval-every": "10", "batch-size": "4", "context": "32",
-            "lora-r": "4", "lora-alpha": "8", "loss-cap": "8", "weight": "inv"}  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return builders.tiny_model(tmp_path_factory.mktemp("protect-base") / "base", "gpt2", seed=0)
+# The settings of tests/trap2/test_protect.py's TRAPPING run: every check passes with margins far above the
+# differences between torch's CPU kernels (issue 14; measured: standalone +1 % vs the twin, s = 0.5 +0.5 nats).
+TRAINING = {"lambda": "0.5", "lr": "0.005", "steps": "400", "eval-every": "20", "patience": "20", "batch-size": "8",
+            "context": "32", "lora-r": "8", "lora-alpha": "8", "loss-cap": "6", "weight": "inv"}  # fmt: skip
 
 
 @pytest.fixture
-def protect_workspace(workspace: Workspace, tiny_base: Path) -> Workspace:
+def protect_workspace(workspace: Workspace) -> Workspace:
     """The workspace with ``models/base`` and training and validation text committed."""
-    import json as json_module
     import shutil
 
-    shutil.copytree(tiny_base, workspace.root / "models" / "base")
-    workspace.write("data/train.txt", inspect.getsource(textwrap))
-    workspace.write("data/val.txt", inspect.getsource(json_module))
+    shutil.copytree(DEMO_BASE, workspace.root / "models" / "base")
+    workspace.write("data/train.txt", stdlib_source(TASK_MODULES))
+    workspace.write("data/val.txt", stdlib_source(VALIDATION_MODULES))
     workspace.commit("base and data")
     return workspace
 
