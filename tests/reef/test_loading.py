@@ -226,3 +226,59 @@ def test_folder_without_tokenizer_fails_clearly(
         shutil.copy2(request.getfixturevalue(model) / name, folder / name)
     with pytest.raises(ModelLoadError, match=r"notokenizer: cannot load the tokenizer"):
         fingerprint(str(folder), extraction=extraction)
+
+
+# PEFT's ordinary layout: ``get_peft_model`` on the model class at hand, ``save_pretrained``. The stored keys name
+# modules as that class does (``base_model.model.model.layers.0…`` under a causal LM, ``…layers.0…`` on the bare
+# model), whichever class the base folder's config names.
+LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gpt2": ["c_attn"],
+                "gemma3_text": ["q_proj", "v_proj", "o_proj"]}  # fmt: skip
+
+
+def _tiny_base(kind: str, folder: Path) -> Path:
+    if kind != "gemma3_text":
+        return builders.tiny_model(folder, kind, seed=3)
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(3)
+    config = Gemma3TextConfig(vocab_size=builders.VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16,
+                              max_position_embeddings=512, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    builders.copy_tokenizer(builders.DEMO_MODELS / "source", folder)
+    return folder
+
+
+@pytest.mark.parametrize("trained_on", ["causal-lm", "bare-model"])
+@pytest.mark.parametrize("saved_as", ["causal-lm", "bare-model"])
+@pytest.mark.parametrize("kind", list(LORA_TARGETS))
+def test_peft_adapter_in_the_ordinary_layout_is_applied(
+    kind: str, saved_as: str, trained_on: str, tmp_path: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    base = _tiny_base(kind, tmp_path / "base")
+    if saved_as == "bare-model":  # a base folder written from the bare model: its config names e.g. LlamaModel
+        AutoModel.from_pretrained(base, dtype=torch.float32).save_pretrained(tmp_path / "bare")
+        builders.copy_tokenizer(base, tmp_path / "bare")
+        base = tmp_path / "bare"
+    auto = AutoModelForCausalLM if trained_on == "causal-lm" else AutoModel
+    config = LoraConfig(r=4, target_modules=LORA_TARGETS[kind], init_lora_weights=False, fan_in_fan_out=kind == "gpt2",
+                        task_type="CAUSAL_LM" if trained_on == "causal-lm" else None)  # fmt: skip
+    trained = get_peft_model(auto.from_pretrained(base, dtype=torch.float32), config)
+    trained.save_pretrained(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        base
+    )
+    expected = trained.merge_and_unload().base_model.state_dict()
+
+    loaded = load_model(tmp_path / "adapter")
+
+    got = loaded.model.state_dict()
+    assert set(got) == set(expected)
+    before = load_model(base).model.state_dict()
+    changed = [name for name in got if not torch.equal(got[name], before[name])]
+    assert changed and all(target in " ".join(changed) for target in LORA_TARGETS[kind])
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6)
