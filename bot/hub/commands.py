@@ -1,7 +1,8 @@
 """The ``reefguard hub`` subcommands: parsers and thin handlers (heavy imports inside handlers).
 
 ``hub scan`` lists and checks Hub models, ``hub merge-reports`` joins shard reports and states, ``hub annotate``
-posts findings (dry run unless ``--write``), ``hub serve`` receives webhooks. The Hub token comes from
+posts findings (dry run unless ``--write``), ``hub serve`` receives webhooks, ``hub add-references`` fingerprints
+the committed list of public base models as the registry's null (``bot.hub.references``). The Hub token comes from
 ``HF_TOKEN`` only (never a flag: command lines show in process lists and CI logs); the webhook secret from
 ``REEFGUARD_WEBHOOK_SECRET``.
 """
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from bot.hub.results import ScanReport
     from bot.hub.scan import ScanOptions
 
+DEFAULT_REFERENCE_LIST = Path("fingerprints") / "references.yaml"
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
 OK, FINDING = 0, 1
 
@@ -85,7 +87,7 @@ def _check_options(parser: argparse.ArgumentParser) -> None:
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
 ) -> None:
-    """Add ``reefguard hub scan|merge-reports|annotate|serve``; each sets ``handler`` (args -> exit code)."""
+    """Add ``reefguard hub scan|merge-reports|annotate|serve|add-references``; each sets ``handler``."""
     hub = commands.add_parser("hub", parents=parents, help="scan the Hugging Face Hub, annotate findings, webhooks")
     sub = hub.add_subparsers(dest="hub_command", required=True, metavar="HUB_COMMAND")
 
@@ -128,6 +130,23 @@ def register(
     serve.add_argument("--max-queue", type=int, default=1000, help="pending events before answering 503")
     _check_options(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    refs = sub.add_parser(
+        "add-references", parents=parents, help="fingerprint the listed public base models the registry lacks"
+    )
+    refs.add_argument("--list", default=str(DEFAULT_REFERENCE_LIST),
+                      help=f"the reference list (default {DEFAULT_REFERENCE_LIST})")  # fmt: skip
+    refs.add_argument("--registry", default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
+                      help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)")  # fmt: skip
+    refs.add_argument("--only", nargs="*", default=[], metavar="NAME", help="only these names of the list")
+    refs.add_argument("--max-params", help="skip models with more parameters, e.g. 2B (read from headers)")
+    refs.add_argument("--max-seconds", type=float, help="wall-time cap for the run")
+    refs.add_argument("--cache-dir", help="Hugging Face cache folder for the header checks")
+    refs.add_argument("--probes", default="default", help="'default' or the probe file the registry was made with")
+    refs.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    refs.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
+    _hub_options(refs)
+    refs.set_defaults(handler=cmd_add_references)
 
 
 def _quiet_hub_library(args: argparse.Namespace) -> None:
@@ -299,4 +318,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker.stop()
         server.stop()
         queue.close()
+    return OK
+
+
+def cmd_add_references(args: argparse.Namespace) -> int:
+    """Exit 0 when every listed model is in the registry or skipped for good, 3 when some failed (retry)."""
+    from bot.errors import RemoteError
+    from bot.hub.client import Budget, make_api
+    from bot.hub.references import Outcome, ReferenceOptions, add_references, load_reference_list
+    from bot.registry import Registry
+
+    listed = load_reference_list(Path(args.list))
+    unknown = sorted(set(args.only) - {model.name for model in listed})
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)}: not in {args.list}", key="only")
+    chosen = [model for model in listed if not args.only or model.name in args.only]
+    registry = Registry(Path(args.registry))
+    registry.root.mkdir(parents=True, exist_ok=True)
+    token = os.environ.get("HF_TOKEN") or None
+    options = ReferenceOptions(
+        probes=args.probes,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_params=parse_amount(args.max_params, key="max-params") if args.max_params else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        endpoint=args.endpoint,
+        token=token,
+    )
+    _quiet_hub_library(args)
+    api = make_api(args.endpoint, token)
+    results = add_references(api, chosen, registry=registry, options=options,
+                             budget=Budget(max_seconds=args.max_seconds))  # fmt: skip
+    rows = [f"{r.outcome:<8} {r.name:<28} {r.repo}@{(r.revision or '?')[:12]}: {r.reason}" for r in results]
+    counts = {outcome: sum(r.outcome is outcome for r in results) for outcome in Outcome}
+    rows.append(", ".join(f"{n} {outcome}" for outcome, n in counts.items()) + f"; registry {registry.root}")
+    _output.write("\n".join(rows))
+    if counts[Outcome.FAILED]:
+        failed = [r.name for r in results if r.outcome is Outcome.FAILED]
+        raise RemoteError(f"{len(failed)} reference models failed ({', '.join(failed)}); the others are written, "
+                          "rerun to retry", service="hub")  # fmt: skip
     return OK

@@ -346,7 +346,7 @@ def check_candidate(
 ) -> ModelResult:
     """Inspect, fingerprint and compare one model version; every failure becomes a skip or error result."""
     try:
-        plan = _inspect(api, candidate, options=options, budget=budget)
+        plan = inspect_candidate(api, candidate, options=options, budget=budget)
         if isinstance(plan, str):
             return _result(candidate, Status.SKIPPED, plan)
         left = budget.bytes_left()
@@ -394,8 +394,13 @@ def _check_time(budget: Budget, where: str) -> None:
         raise RemoteError(f"the run's time budget ran out {where}; retried next run", service="hub")
 
 
-def _inspect(api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget) -> int | str:
-    """Bytes to download for this candidate, or the reason to skip it; reads metadata and headers only."""
+def inspect_candidate(api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget) -> int | str:
+    """Bytes to download for this candidate, or the reason to skip it; reads metadata and headers only.
+
+    Raises:
+        RemoteError: the Hub failed (or the budget ran out); UnsafeWeightsError: the config needs custom code;
+        ModelLoadError: the config is unreadable.
+    """
     from bot.sources import HUB_FILES
 
     repo, sha = candidate.repo_id, candidate.sha
