@@ -116,3 +116,26 @@ def test_dockerfile_install_steps_in_a_clean_venv(tmp_path: Path) -> None:
     assert "::error file=models/mine/model.safetensors,title=reefguard%3A derived::" in result.stdout
     assert "models/mine is derived from demo-source" in result.stdout
     assert "| `models/mine` | **derived** | `demo-source` |" in (workspace / "summary").read_text(encoding="utf-8")
+
+
+def test_makefile_installs_torch_as_the_dockerfile_does() -> None:
+    """``make`` and the image take the same torch: the same pin, the CPU build, the same index as a fallback."""
+    instructions = _instructions(REPO / "Dockerfile")
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    index = re.search(r"^TORCH_INDEX_URL \?= (\S+)$", makefile, re.MULTILINE)
+    version = re.search(r"^TORCH_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert index and version
+    arg = next(_assignments(arguments) for instruction, arguments in instructions if instruction == "ARG")
+    assert arg["TORCH_INDEX_URL"] == index.group(1) == "https://download.pytorch.org/whl/cpu"
+    torch_runs = [
+        arguments for instruction, arguments in instructions if instruction == "RUN" and "torch==" in arguments
+    ]
+    assert torch_runs == [f'pip install --no-cache-dir --index-url "${{TORCH_INDEX_URL}}" torch=={version.group(1)}']
+    recipe = makefile.replace("\\\n", " ")
+    local, fallback = re.search(
+        r"pip install --quiet (torch==\S+) 2>/dev/null\s+\|\| \$\(BIN\)/pip install (.*)", recipe
+    ).groups()  # type: ignore[union-attr]
+    assert local == "torch==$(TORCH_VERSION)+cpu"  # a local version: only the CPU build satisfies it
+    assert fallback.split() == ["--quiet", "--index-url", '"$(TORCH_INDEX_URL)"', "torch==$(TORCH_VERSION)"]
+    pinned = re.search(r"^torch==(\S+)$", (REPO / "requirements.lock").read_text(encoding="utf-8"), re.MULTILINE)
+    assert pinned and pinned.group(1) == version.group(1)
