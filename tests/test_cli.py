@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import ExitCode, main
+from bot._output import redact
+from bot.cli import ExitCode, main, thread_count
 from bot.registry import Registry
 from tests.builders import DEMO_MODELS, REPO
 
@@ -195,3 +196,68 @@ def test_public_api_is_pinned() -> None:
         "Fingerprint", "ModelSource", "ReefguardError", "Registry", "Report", "Verdict", "compare", "fingerprint",
     ]  # fmt: skip
     assert all(hasattr(bot, name) for name in bot.__all__)
+
+
+# Threads: one policy, set once before any command runs.
+
+
+@pytest.mark.parametrize(
+    ("requested", "environ", "expected"),
+    [
+        (3, {"REEFGUARD_THREADS": "2", "OMP_NUM_THREADS": "4"}, 3),  # --threads wins
+        (None, {"REEFGUARD_THREADS": "2", "OMP_NUM_THREADS": "4"}, 2),  # then REEFGUARD_THREADS
+        (None, {"OMP_NUM_THREADS": "4"}, None),  # then an OMP_NUM_THREADS already set: left alone
+    ],
+)
+def test_thread_count_follows_flag_then_environment(
+    requested: int | None, environ: dict[str, str], expected: int | None
+) -> None:
+    assert thread_count(requested, environ) == expected
+
+
+def test_default_thread_count_leaves_busy_cores_alone() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    count = thread_count(None, {})
+    assert count is not None and 1 <= count <= cores
+    assert count <= max(1, round(cores - os.getloadavg()[0]) + 1)  # the load may move between the two reads
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0", "registry", "list"], ["registry", "list", "--threads", "-2"]])
+def test_bad_thread_counts_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == ExitCode.USAGE and err.count("\n") == 1 and "--threads" in err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_threads_reach_torch_and_the_protect_command(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    import torch
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # restored after the test, whatever main() sets
+    threads = torch.get_num_threads()
+    try:
+        flag = ["--threads", "2"]
+        argv = ["protect", str(DEMO_MODELS / "source"), "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path)]
+        code, _, err = run(capsys, *(flag + argv if where == "before" else argv + flag))
+        assert code == ExitCode.USAGE and "missing.txt" in err  # the Trap² command ran, under the policy
+        assert os.environ["OMP_NUM_THREADS"] == "2" and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tokens_never_reach_the_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    token = "hf_NotReallyASecretButLongEnough42"
+    monkeypatch.setenv("HF_TOKEN", token)
+    code, out, err = run(capsys, "check", f"/no/such/{token}/model", "--registry", str(DEMO_MODELS))
+    assert code != ExitCode.OK
+    assert token not in out + err and "***" in err
+    assert (
+        redact("token ghp_abcdefghijklmnopqrstuvwxyz0123 and github_pat_11AAAAAAA0bbbbbbbbbbbbbb")
+        == "token *** and ***"
+    )
