@@ -12,7 +12,7 @@ overwritten, and gradients from the scaled loss flow back to them (to A and B fo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.trap2.config import WeightName
@@ -142,14 +142,26 @@ def task_vector(updated: Mapping[str, torch.Tensor], base: Mapping[str, torch.Te
 
 
 def apply_update(
-    model: torch.nn.Module, base: Mapping[str, torch.Tensor], update: TaskVector, scale: float = 1.0
+    model: torch.nn.Module,
+    base: Mapping[str, torch.Tensor],
+    update: TaskVector,
+    scale: float = 1.0,
+    *,
+    changed: Collection[str] | None = None,
 ) -> torch.nn.Module:
-    """Set ``model``'s parameters to ``base + scale·update`` in place and return it."""
+    """Set ``model``'s parameters to ``base + scale·update`` in place and return it.
+
+    ``changed``: the parameters that may differ from ``base`` now (those of the previously applied update); only
+    they and ``update``'s are rewritten. None rewrites every parameter. On Gemma 3 270M this skips copying the
+    167M-float embedding for every one of the hundreds of merges ``verify`` evaluates.
+    """
     import torch
 
+    params = dict(model.named_parameters())
+    names = set(params) if changed is None else set(changed) | set(update)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(base[name])
+        for name in sorted(names):
+            params[name].copy_(base[name])
             if name in update:
-                p.add_(update[name], alpha=scale)
+                params[name].add_(update[name], alpha=scale)
     return model

@@ -240,9 +240,11 @@ def verify(
                      for p in other_data]  # fmt: skip
     base_state = state_of(loaded.model)
     model = loaded.model
+    applied: list[str] = []  # the parameters the last applied update changed
 
     def losses(update: TaskVector, scale: float = 1.0) -> tuple[float, tuple[float, ...]]:
-        apply_update(model, base_state, update, scale)
+        apply_update(model, base_state, update, scale, changed=applied)
+        applied[:] = update
         return mean_loss(model, windows), tuple(mean_loss(model, w) for w in other_windows)
 
     base_loss, base_other = losses({})
@@ -262,7 +264,7 @@ def verify(
                     results.append(MergeResult(method=method.name, params=dict(params), update=name, loss=loss,
                                                other_losses=other_losses))  # fmt: skip
             logger.info("merge attack %s: %d settings", method.name, len(method.settings()))
-    apply_update(model, base_state, {})
+    apply_update(model, base_state, {}, changed=applied)
     report = VerifyReport(
         base_loss=base_loss,
         protected_loss=standalone["protected"],
