@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,14 +27,34 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CARD_SCHEMA_VERSION = 1
+# A Hub repository id: optional namespace, then a name; never a local path (issue 15).
+HUB_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
 WEIGHT_PATTERNS = ("adapter_model.safetensors", "adapter_config.json", "model*.safetensors",
                    "model.safetensors.index.json", "config.json", "generation_config.json")  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")  # fmt: skip
 
 
-def card_metadata(metadata: dict[str, Any], *, base_model: str, report: VerifyReport | None) -> dict[str, Any]:
-    """The model card's YAML header for an update folder's ``trap2.json`` (and a verification report)."""
+def check_hub_id(base_model: str | None) -> None:
+    """Refuse a ``--base-model-id`` that is not a Hub repository id (e.g. a local path).
+
+    Raises:
+        ConfigError: naming the flag.
+
+    Example:
+        >>> check_hub_id("google/gemma-3-270m"), check_hub_id(None)
+        (None, None)
+    """
+    if base_model is not None and not HUB_ID.fullmatch(base_model):
+        raise ConfigError(f"--base-model-id: {base_model!r} is not a Hub model id (org/name)", key="--base-model-id")
+
+
+def card_metadata(metadata: dict[str, Any], *, base_model: str | None, report: VerifyReport | None) -> dict[str, Any]:
+    """The model card's YAML header for an update folder's ``trap2.json`` (and a verification report).
+
+    ``base_model`` is the base's Hub id; without one the header has no ``base_model`` (a local path there would
+    mean nothing to the Hub or to a user, issue 15).
+    """
     config = metadata.get("config", {})
     form = metadata.get("form", "lora")
     block: dict[str, Any] = {
@@ -69,7 +90,7 @@ def card_metadata(metadata: dict[str, Any], *, base_model: str, report: VerifyRe
             "passed": report.passed,
         }
     return {
-        "base_model": base_model,
+        **({"base_model": base_model} if base_model else {}),
         "library_name": "peft" if form == "lora" else "transformers",
         "pipeline_tag": "text-generation",
         "tags": ["reefguard", "trap2", "merge-protected"],
@@ -77,7 +98,7 @@ def card_metadata(metadata: dict[str, Any], *, base_model: str, report: VerifyRe
     }
 
 
-def render_card(metadata: dict[str, Any], *, base_model: str, report: VerifyReport | None) -> str:
+def render_card(metadata: dict[str, Any], *, base_model: str | None, report: VerifyReport | None) -> str:
     """The whole model card: YAML header, then what the protection means for users."""
     header = yaml.safe_dump(card_metadata(metadata, base_model=base_model, report=report), sort_keys=False,
                             allow_unicode=True)  # fmt: skip
@@ -124,7 +145,8 @@ def write_release(
         out: the release folder to create; it must not exist yet.
         base_model: the base's Hub id. It goes into the card's ``base_model``, ``adapter_config.json``'s
             ``base_model_name_or_path`` and ``trap2.json``'s ``base``, replacing the local path recorded at
-            training (default: that path is kept, which only works on the trainer's machine).
+            training (default: the card has no ``base_model`` and the adapter keeps the trainer's path, which only
+            works on the trainer's machine; a warning says so).
         report: the verification report, whose numbers go into the card.
         tokenizer_from: a folder to take the tokenizer from if ``update`` has none (usually the base).
 
@@ -132,14 +154,15 @@ def write_release(
         ``out``.
 
     Raises:
-        ConfigError: ``update`` has no safetensors weights or no ``trap2.json``; ``out`` already exists; its
-            ``adapter_config.json`` is not a JSON object.
+        ConfigError: ``update`` has no safetensors weights or no ``trap2.json``; ``out`` already exists;
+            ``base_model`` is not a Hub id; its ``adapter_config.json`` is not a JSON object.
     """
     metadata = read_metadata(update)
     if metadata is None:
         raise ConfigError(f"{update}: no {METADATA_FILE}; release folders are made from `reefguard protect` output")
     if not list(update.glob("*.safetensors")):
         raise ConfigError(f"{update}: no safetensors weights to release", path=update)
+    check_hub_id(base_model)
     if out.exists():
         raise ConfigError(f"{out}: already exists; choose a new release folder", path=out, key="--release")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +182,7 @@ def write_release(
             metadata = {**metadata, "base": base_model}
             _point_adapter_at(staging, base_model)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        card = render_card(metadata, base_model=base_model or str(metadata.get("base", "")), report=report)
+        card = render_card(metadata, base_model=base_model, report=report)
         (staging / "README.md").write_text(card, encoding="utf-8")
         _make_readable(staging)
         os.replace(staging, out)

@@ -59,6 +59,9 @@ def test_release_folder_records_the_protection(lora_run: ProtectRun, base: Path,
     load_model(folder, base=base, with_lm_head=True)  # the released adapter loads on its base
     with pytest.raises(ConfigError, match="already exists"):
         write_release(lora_run.protected, folder)
+    with pytest.raises(ConfigError, match="is not a Hub model id"):  # a path is never written as the base
+        write_release(lora_run.protected, tmp_path / "other", base_model=str(base))
+    assert "base_model" not in _card(write_release(lora_run.protected, tmp_path / "no-id"))
     copied = copy_release(folder, tmp_path / "checkout")
     assert (copied / "README.md").read_bytes() == (folder / "README.md").read_bytes()
 
@@ -124,3 +127,15 @@ def test_a_copied_release_loads_with_plain_peft_and_the_base_from_the_hub(
     assert out["base"] == "org/tiny-base"
     assert out["loss"] == pytest.approx(expected, abs=1e-4)
     assert any("/org/tiny-base/resolve/" in r.path for r in hub.requests)  # the base came from the Hub
+
+
+def test_a_path_as_base_model_id_is_refused_before_verifying(
+    lora_run: ProtectRun, base: Path, code_text: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    code = main(["verify-protection", str(base), str(lora_run.protected), "--data", str(code_text), "--release",
+                 str(tmp_path / "release"), "--base-model-id", str(base)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and "is not a Hub model id" in captured.err and captured.out == ""
+    assert not (tmp_path / "release").exists()
