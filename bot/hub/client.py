@@ -137,7 +137,8 @@ class BudgetUsage:
     """What a run spent, for the report.
 
     Attributes:
-        download_bytes: bytes of model files fetched (as the Hub sized them), max_download_bytes the cap.
+        download_bytes: bytes of model files fetched for full checks (as the Hub sized them), max_download_bytes
+            the cap; triage_bytes: bytes stage 1 read by Range (headers, tokenizers, anchor rows; no cap).
         elapsed_s: wall time of the run, max_seconds the cap.
         retries: Hub calls repeated after a 429 or 5xx; waited_s the seconds spent waiting for them.
         stopped: why the run stopped before its last candidate, or None.
@@ -150,10 +151,12 @@ class BudgetUsage:
     retries: int
     waited_s: float
     stopped: str | None
+    triage_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "download_bytes": self.download_bytes,
+            "triage_bytes": self.triage_bytes,
             "max_download_bytes": self.max_download_bytes,
             "elapsed_s": round(self.elapsed_s, 3),
             "max_seconds": self.max_seconds,
@@ -172,6 +175,7 @@ class BudgetUsage:
             retries=int(data["retries"]),
             waited_s=float(data["waited_s"]),
             stopped=data.get("stopped"),
+            triage_bytes=int(data.get("triage_bytes", 0)),
         )
 
 
@@ -195,6 +199,7 @@ class Budget:
     sleep: Callable[[float], None] = time.sleep
     started: float = field(default=-1.0)
     download_bytes: int = 0
+    triage_bytes: int = 0
     retries: int = 0
     waited_s: float = 0.0
     stopped: str | None = None
@@ -221,6 +226,7 @@ class Budget:
             retries=self.retries,
             waited_s=self.waited_s,
             stopped=self.stopped,
+            triage_bytes=self.triage_bytes,
         )
 
     def call(self, doing: str, fn: Callable[[], T]) -> T:

@@ -81,6 +81,9 @@ def _check_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
     parser.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
+    parser.add_argument("--no-triage", action="store_true",
+                        help="skip stage 1 (a weight verdict from the anchor rows read by Range): download and "
+                        "fingerprint every candidate")  # fmt: skip
     _hub_options(parser)
 
 
@@ -187,6 +190,7 @@ def _options(args: argparse.Namespace, source_repos: dict[str, str]) -> ScanOpti
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         endpoint=args.endpoint,
         token=os.environ.get("HF_TOKEN") or None,
+        triage=not args.no_triage,
     )
 
 

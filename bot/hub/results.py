@@ -90,6 +90,9 @@ class ModelResult:
         gated, private: access flags the Hub listed (annotations skip such repos).
         findings: declared lineage vs fingerprints.
         evidence_markdown: the rendered check report, posted as the evidence of a finding.
+        stage: which stage decided a checked model: 1 (unrelated on the weights read by Range) or 2 (the full
+            check); None for skips, errors and results of older scans.
+        stage_bytes: bytes each stage read, in stage order: (stage 1,) or (stage 1, stage 2).
     """
 
     repo_id: str
@@ -104,6 +107,8 @@ class ModelResult:
     private: bool = False
     findings: tuple[Finding, ...] = ()
     evidence_markdown: str | None = field(default=None, repr=False)
+    stage: int | None = None
+    stage_bytes: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -123,6 +128,8 @@ class ModelResult:
             "private": self.private,
             "findings": [finding.to_dict() for finding in self.findings],
             "evidence_markdown": self.evidence_markdown,
+            "stage": self.stage,
+            "stage_bytes": list(self.stage_bytes),
         }
 
     @classmethod
@@ -140,6 +147,8 @@ class ModelResult:
             private=bool(data.get("private", False)),
             findings=tuple(Finding.from_dict(f) for f in data.get("findings", ())),
             evidence_markdown=data.get("evidence_markdown"),
+            stage=data.get("stage"),
+            stage_bytes=tuple(int(n) for n in data.get("stage_bytes", ())),
         )
 
 
@@ -279,6 +288,7 @@ def merge_reports(reports: Sequence[ScanReport]) -> ScanReport:
         reused=sum(report.reused for report in reports),
         usage=BudgetUsage(
             download_bytes=sum(u.download_bytes for u in usages),
+            triage_bytes=sum(u.triage_bytes for u in usages),
             max_download_bytes=usages[0].max_download_bytes,
             elapsed_s=max(u.elapsed_s for u in usages),
             max_seconds=usages[0].max_seconds,

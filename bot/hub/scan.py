@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import ModelInfo
 
+    from bot.hub.triage import RangeReader, TensorSpan, TokenizerCache, WeightTriage
+    from bot.reef.probes import ProbeSet
     from bot.reef.verdict import Report
     from bot.registry import Registry
 
@@ -157,6 +159,8 @@ class ScanOptions:
         source_repos: registry source name -> Hub repo id, to tell whether a declared ``base_model`` names it.
         cache_dir: the Hugging Face cache (default: huggingface_hub's).
         endpoint, token: the Hub.
+        triage: run stage 1 (``bot.hub.triage``) first: a candidate unrelated on the weights read by Range is
+            decided without downloading it; False downloads and fingerprints every candidate.
     """
 
     probes: str = "default"
@@ -168,6 +172,7 @@ class ScanOptions:
     cache_dir: Path | None = None
     endpoint: str | None = None
     token: str | None = None
+    triage: bool = True
 
 
 def _as_ids(value: object) -> tuple[str, ...]:
@@ -275,6 +280,26 @@ def candidate_at(api: HfApi, repo_id: str, revision: str | None, *, budget: Budg
     return Candidate.from_info(info)
 
 
+@dataclass(frozen=True, slots=True)
+class Stage1:
+    """What stage 1 shares across a scan's candidates: the sources' weight nulls, the tokenizer cache, the probes."""
+
+    judge: WeightTriage
+    tokenizers: TokenizerCache
+    probes: ProbeSet
+
+    @classmethod
+    def prepare(cls, registry: Registry, options: ScanOptions) -> Stage1:
+        """Load the registry's weight nulls and the probes once (``ConfigError`` for a bad probe set)."""
+        from huggingface_hub import constants
+
+        from bot.hub.triage import TokenizerCache, WeightTriage
+        from bot.reef.probes import load_probes
+
+        root = (options.cache_dir or Path(constants.HF_HUB_CACHE)) / "reefguard-tokenizers"
+        return cls(WeightTriage(list(registry)), TokenizerCache(root), load_probes(options.probes))
+
+
 def scan(
     api: HfApi,
     candidates: Sequence[Candidate],
@@ -302,6 +327,8 @@ def scan(
         The report of this run's candidates.
     """
     owned = [c for c in candidates if shard is None or shard.owns(c.repo_id)]
+    fresh = [c for c in owned if state.done(c.repo_id, c.sha) is None]
+    stage1 = Stage1.prepare(registry, options) if options.triage and fresh else None
     results: list[ModelResult] = []
     reused = 0
     for candidate in owned:
@@ -314,7 +341,8 @@ def scan(
             budget.stopped = budget.stopped or f"time budget of {budget.max_seconds:.0f} s reached"
             result = _result(candidate, Status.ERROR, "not reached: the run's time budget ran out")
         else:
-            result = check_candidate(api, candidate, registry=registry, options=options, budget=budget)
+            result = check_candidate(api, candidate, registry=registry, options=options, budget=budget,
+                                     stage1=stage1)  # fmt: skip
             state.record(result)
         results.append(result)
         if on_result is not None:
@@ -342,13 +370,36 @@ def _result(candidate: Candidate, status: Status, reason: str, **fields: Any) ->
 
 
 def check_candidate(
-    api: HfApi, candidate: Candidate, *, registry: Registry, options: ScanOptions, budget: Budget
+    api: HfApi,
+    candidate: Candidate,
+    *,
+    registry: Registry,
+    options: ScanOptions,
+    budget: Budget,
+    stage1: Stage1 | None = None,
 ) -> ModelResult:
-    """Inspect, fingerprint and compare one model version; every failure becomes a skip or error result."""
+    """Inspect, triage (stage 1, when ``stage1`` is given), fingerprint and compare (stage 2) one model version.
+
+    Every failure becomes a skip or error result; a checked result says which stage decided and the bytes each
+    stage read (stage 1: config, headers, tokenizer when not cached, anchor rows; stage 2: the download).
+    """
+    from bot.hub.triage import RangeReader, triage
+
+    reader = RangeReader(api, candidate.repo_id, candidate.sha, token=options.token, budget=budget)
     try:
-        plan = inspect_candidate(api, candidate, options=options, budget=budget)
+        plan = inspect_candidate(api, candidate, options=options, budget=budget, reader=reader)
         if isinstance(plan, str):
             return _result(candidate, Status.SKIPPED, plan)
+        why_full = _needs_full_check(candidate, options) if stage1 is not None else "stage 1 is off"
+        if stage1 is not None and why_full is None:
+            _check_time(budget, "before stage 1")
+            call = triage(reader, reader.sizes, reader.blob_ids, judge=stage1.judge, tokenizers=stage1.tokenizers,
+                          probes=stage1.probes, batch_size=options.batch_size)  # fmt: skip
+            budget.triage_bytes += call.bytes_read
+            if call.decided:
+                return _result(candidate, Status.CHECKED, f"unrelated: {call.reason} (stage 1, by Range)",
+                               verdict="unrelated", stage=1, stage_bytes=(call.bytes_read,))  # fmt: skip
+            why_full = call.reason
         left = budget.bytes_left()
         if left is not None and plan > left:
             budget.stopped = budget.stopped or "download budget reached"
@@ -371,6 +422,7 @@ def check_candidate(
         return _result(candidate, Status.ERROR, str(e))
     from bot.report import render_markdown, verdict_line
 
+    logger.info("%s@%s: stage 2 (%s)", candidate.repo_id, candidate.sha[:12], why_full)
     findings = lineage_findings(report, declared=candidate.declared, source_repos=options.source_repos)
     return _result(
         candidate,
@@ -380,7 +432,17 @@ def check_candidate(
         sources=report.sources,
         findings=findings,
         evidence_markdown=render_markdown(report) if findings else None,
+        stage=2,
+        stage_bytes=(reader.bytes_read, plan),
     )
+
+
+def _needs_full_check(candidate: Candidate, options: ScanOptions) -> str | None:
+    """Why a candidate skips stage 1, or None: a card naming a registry source needs the full check, whose
+    verdict is compared with the declaration (an "unrelated" would be a wrong-declaration finding)."""
+    named = {d.split("@", 1)[0].lower() for d in candidate.declared}
+    sources = sorted(name for name, repo in options.source_repos.items() if repo.lower() in named)
+    return f"declares registry source {', '.join(sources)}" if sources else None
 
 
 def _check_time(budget: Budget, where: str) -> None:
@@ -394,18 +456,27 @@ def _check_time(budget: Budget, where: str) -> None:
         raise RemoteError(f"the run's time budget ran out {where}; retried next run", service="hub")
 
 
-def inspect_candidate(api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget) -> int | str:
+def inspect_candidate(
+    api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget, reader: RangeReader | None = None
+) -> int | str:
     """Bytes to download for this candidate, or the reason to skip it; reads metadata and headers only.
+
+    Args:
+        reader: reads the safetensors headers by Range and counts the bytes; it keeps the headers, the file
+            sizes and blob ids for stage 1 (``bot.hub.triage``). A fresh one by default.
 
     Raises:
         RemoteError: the Hub failed (or the budget ran out); UnsafeWeightsError: the config needs custom code;
         ModelLoadError: the config is unreadable.
     """
+    from bot.hub.triage import RangeReader, blob_ids_of, read_header
     from bot.sources import HUB_FILES
 
     repo, sha = candidate.repo_id, candidate.sha
+    reader = reader or RangeReader(api, repo, sha, token=options.token, budget=budget)
     info = budget.call(f"{repo}@{sha}: model info", lambda: api.model_info(repo, revision=sha, files_metadata=True))
     sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    reader.sizes, reader.blob_ids = sizes, blob_ids_of(info)
     weights = sorted(name for name in sizes if name.endswith(".safetensors"))
     if not weights:
         pickles = sorted(name for name in sizes if name.endswith(PICKLE_SUFFIXES))
@@ -418,18 +489,14 @@ def inspect_candidate(api: HfApi, candidate: Candidate, *, options: ScanOptions,
     if "config.json" not in sizes:
         return "no config.json: not a transformers model folder"
     _check_config(api, repo, sha, options=options, budget=budget)
-    from huggingface_hub.errors import SafetensorsParsingError
-
+    reader.bytes_read += sizes["config.json"]  # fetched by hf_hub_download, counted as the Hub sized it
     n_params = 0
     for name in weights:
         try:
-            header = budget.call(
-                f"{repo}@{sha}: {name} header",
-                lambda name=name: api.parse_safetensors_file_metadata(repo, name, revision=sha),  # type: ignore[misc]
-            )
-        except SafetensorsParsingError as e:
+            header = read_header(reader, name, sizes[name])
+        except ModelLoadError as e:
             return f"{name}: unreadable safetensors header ({str(e).splitlines()[0][:160]}); weights not downloaded"
-        lie = _header_lie(header.tensors, sizes[name])
+        lie = _header_lie(header.tensors, sizes[name], data_start=header.data_start)
         if lie is not None:
             return f"{name}: the safetensors header lies about sizes ({lie}); weights not downloaded"
         n_params += sum(t.parameter_count for t in header.tensors.values())
@@ -458,7 +525,7 @@ def _check_config(api: HfApi, repo: str, sha: str, *, options: ScanOptions, budg
     read_config(Path(path).parent)
 
 
-def _header_lie(tensors: Mapping[str, Any], file_size: int) -> str | None:
+def _header_lie(tensors: Mapping[str, TensorSpan], file_size: int, *, data_start: int) -> str | None:
     """Why a safetensors header cannot describe a file of ``file_size`` bytes, or None if it can.
 
     Each tensor's byte span must equal its shape times its dtype's width, the spans must tile the data without
@@ -466,7 +533,7 @@ def _header_lie(tensors: Mapping[str, Any], file_size: int) -> str | None:
     """
     spans = []
     for name, info in tensors.items():
-        begin, end = info.data_offsets
+        begin, end = info.begin, info.end
         match = _DTYPE_BITS.fullmatch(info.dtype.split("_")[0])
         bits = int(match[1]) if match else 8
         need = math.ceil(info.parameter_count * bits / 8)
@@ -479,8 +546,8 @@ def _header_lie(tensors: Mapping[str, Any], file_size: int) -> str | None:
         if begin != position:
             return f"tensor data has a gap or overlap at byte {begin}"
         position = end
-    if position + 8 + 2 > file_size:  # 8 bytes of length, at least "{}" of header
-        return f"its tensors need {position} data bytes, the file has {file_size} in all"
+    if data_start + position > file_size:
+        return f"its tensors need {position} data bytes, the file has {file_size - data_start} after its header"
     return None
 
 

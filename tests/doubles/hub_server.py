@@ -44,8 +44,11 @@ import base64
 import hashlib
 import itertools
 import json
+import math
 import re
+import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+import numpy as np
 import yaml
 
 from tests.doubles.loopback import LoopbackServer
@@ -96,6 +100,7 @@ class _Repo:
     last_modified: str = ""
     discussions: list[dict[str, Any]] = field(default_factory=list)
     written: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files a commit changed
+    generated: dict[str, dict[str, SparseSafetensors]] = field(default_factory=dict)  # commit sha -> big files
 
 
 class _Fault(NamedTuple):
@@ -104,9 +109,71 @@ class _Fault(NamedTuple):
     stall_s: float | None
 
 
+class SparseSafetensors:
+    """A big safetensors file whose bytes are made on demand: a real header, generated tensor data.
+
+    Slicing it (`body[a:b]`) gives those bytes; nothing of its size is ever stored. Every tensor is zeros except
+    `embedding`, whose row `i` is drawn from a generator seeded by `(seed, i)`: two files with the same seed
+    share their embedding (a copy), other seeds give unrelated rows.
+
+    Args:
+        shapes: tensor name -> shape, in file order.
+        dtype: one safetensors dtype for all tensors: "BF16", "F16" or "F32".
+        embedding: the input-embedding tensor's name (2-D: vocabulary x hidden).
+        seed: the embedding's seed; scale: its rows' standard deviation.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], *, dtype: str, embedding: str, seed: int,
+                 scale: float = 0.02) -> None:  # fmt: skip
+        width = int(dtype[-2:]) // 8
+        header: dict[str, Any] = {}
+        offset = 0
+        for name, shape in shapes.items():
+            size = width * int(math.prod(shape))
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)  # the data starts 8-aligned, as the safetensors writer pads it
+        self.head = struct.pack("<Q", len(text)) + text
+        self.size = len(self.head) + offset
+        self.dtype, self.width, self.seed, self.scale = dtype, width, seed, scale
+        rows, hidden = shapes[embedding]
+        begin = len(self.head) + header[embedding]["data_offsets"][0]
+        self.embedding = (begin, rows, hidden)
+        self.digest = hashlib.sha256(self.head + f"seed={seed}".encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def row(self, index: int) -> bytes:
+        """Row `index` of the embedding, as stored."""
+        hidden = self.embedding[2]
+        values = np.random.default_rng([self.seed, index]).standard_normal(hidden) * self.scale
+        if self.dtype == "BF16":
+            return (values.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+        return values.astype("<f2" if self.dtype == "F16" else "<f4").tobytes()
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self.size)
+        out = bytearray(max(0, stop - start))
+        if start < len(self.head):
+            piece = self.head[start:stop]
+            out[: len(piece)] = piece
+        begin, rows, hidden = self.embedding
+        row_bytes = hidden * self.width
+        first = max(0, (start - begin) // row_bytes)
+        last = min(rows - 1, (stop - 1 - begin) // row_bytes)
+        for index in range(first, last + 1):  # the embedding rows the span touches
+            at = begin + index * row_bytes
+            lo, hi = max(at, start), min(at + row_bytes, stop)
+            if lo < hi:
+                out[lo - start : hi - start] = self.row(index)[lo - at : hi - at]
+        return bytes(out)
+
+
 class _File(NamedTuple):
     path: str
-    data: bytes
+    data: bytes | SparseSafetensors
     oid: str  # git blob sha1; of the LFS pointer for LFS files, as on the Hub
     sha256: str | None  # LFS files only
     pointer_size: int
@@ -120,7 +187,10 @@ def _read(folder: Path, path: str) -> _File:
     return _file(path, (folder / path).read_bytes())
 
 
-def _file(path: str, data: bytes) -> _File:
+def _file(path: str, data: bytes | SparseSafetensors) -> _File:
+    if isinstance(data, SparseSafetensors):
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{data.digest}\nsize {len(data)}\n".encode()
+        return _File(path, data, _git_oid(pointer), data.digest, len(pointer))
     if not path.endswith(LFS_SUFFIXES):
         return _File(path, data, _git_oid(data), None, 0)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -139,11 +209,13 @@ def _json(payload: Any) -> Reply:
     return Reply(200, {"Content-Type": "application/json"}, json.dumps(payload).encode())
 
 
-def _ranged(data: bytes, range_header: str | None, headers: dict[str, str]) -> Reply:
+def _ranged(data: bytes | SparseSafetensors, range_header: str | None, headers: dict[str, str]) -> Reply:
     """The body, or the one `bytes=a-b` / `a-` / `-n` slice asked for (206), as a CDN would serve it."""
     headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", (range_header or "").strip())
     if match is None or match.groups() == ("", ""):
+        if isinstance(data, SparseSafetensors):  # gigabytes made on demand: only by Range
+            return _error(403, None, "the double serves this generated file by Range only")
         return Reply(200, headers, data)
     first, last = match.groups()
     start = int(first) if first else max(len(data) - int(last), 0)
@@ -159,7 +231,8 @@ class HubServer(LoopbackServer):
     def __init__(self) -> None:
         super().__init__()
         self._repos: dict[str, _Repo] = {}
-        self._blobs: dict[str, bytes] = {}  # sha256 -> LFS body, filled as /resolve hands out CDN links
+        # sha256 -> LFS body, filled as /resolve hands out CDN links
+        self._blobs: dict[str, bytes | SparseSafetensors] = {}
         self._failures: list[list[Any]] = []  # [path_prefix, status, times_left, headers]
         self._faults: list[list[Any]] = []  # [path_prefix, _Fault, times_left, answers_to_skip]
         self._released = threading.Event()  # set by stop(): stalled replies give up waiting
@@ -171,6 +244,8 @@ class HubServer(LoopbackServer):
         self._hooks: list[list[Any]] = []  # [path_prefix, callback, times_left]
         self._clock = itertools.count(1)
         self.page_size = 100  # items per page of /api/models and of discussion lists
+        self.bandwidth_bytes_per_s: float | None = None  # a cap on file bodies (benchmarks), None: none
+        self._served: list[tuple[str, int]] = []  # (raw path, body bytes) of every GET answered
         self.routes: list[tuple[frozenset[str], re.Pattern[str], Callable[..., Reply]]] = [
             (_GET, re.compile(r"/api/models"), self._list_models),
             (_GET, re.compile(r"/api/whoami-v2"), self._whoami),
@@ -218,6 +293,10 @@ class HubServer(LoopbackServer):
         repo.discussions_enabled = repo.discussions_enabled and discussions
         repo.last_modified = last_modified or self._tick()
 
+    def add_generated(self, repo_id: str, sha: str, path: str, body: SparseSafetensors) -> None:
+        """Serve `body` as `path` of commit `sha` (added with `add_repo`), beside that commit's folder."""
+        self._repos[repo_id].generated.setdefault(sha, {})[path] = body
+
     def add_user(self, token: str, name: str, *, orgs: tuple[str, ...] = ()) -> None:
         """Accept `token` as user `name`, member of `orgs` (what /api/whoami-v2 answers)."""
         self._users[token] = {"type": "user", "name": name, "orgs": [{"type": "org", "name": o} for o in orgs]}
@@ -255,7 +334,10 @@ class HubServer(LoopbackServer):
         if isinstance(found, Reply):
             raise KeyError(f"{repo_id}@{revision}")
         state, sha = found
-        return next(f.data for f in self._files(state, sha) if f.path == path)
+        data = next(f.data for f in self._files(state, sha) if f.path == path)
+        if isinstance(data, SparseSafetensors):
+            raise TypeError(f"{path} is generated ({len(data)} bytes); slice the SparseSafetensors instead")
+        return data
 
     def _tick(self) -> str:
         return (_EPOCH + timedelta(minutes=next(self._clock))).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -300,6 +382,11 @@ class HubServer(LoopbackServer):
     def stop(self) -> None:
         self._released.set()
         super().stop()
+
+    def served_bytes(self, path_prefix: str = "/") -> int:
+        """Body bytes sent in answer to GETs under `path_prefix` (file bodies, Range slices and JSON alike)."""
+        with self._lock:
+            return sum(size for path, size in self._served if path.startswith(path_prefix))
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -346,6 +433,11 @@ class HubServer(LoopbackServer):
             reply = Reply(200, {"Content-Type": "application/json"}, fault[1].body)
         if fault is not None and fault[1].cut_to is not None and len(reply.body) > fault[1].cut_to:
             reply = Reply(reply.status, reply.headers, reply.body[: fault[1].cut_to], len(reply.body))
+        if method == "GET":
+            with self._lock:
+                self._served.append((target, len(reply.body)))
+            if self.bandwidth_bytes_per_s and target.startswith("/cdn/"):
+                time.sleep(len(reply.body) / self.bandwidth_bytes_per_s)  # benchmarks only: a capped link
         return Reply(reply.status, {**reply.headers, "X-Request-Id": request_id}, reply.body, reply.announced)
 
     def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -384,9 +476,11 @@ class HubServer(LoopbackServer):
         folder = repo.folders[sha]
         paths = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         written = repo.written.get(sha, {})
-        files = [_read(folder, path) for path in sorted(paths - set(written))]
+        generated = repo.generated.get(sha, {})
+        files = [_read(folder, path) for path in sorted(paths - set(written) - set(generated))]
         files += [_file(path, data) for path, data in written.items()]
-        return sorted(files)
+        files += [_file(path, body) for path, body in generated.items()]
+        return sorted(files, key=lambda f: f.path)
 
     # Routes: each takes its pattern's groups plus method, query and lower-cased headers as keywords.
     def _model_info(self, *, repo: str, query: dict[str, str], rev: str | None = None, **_: Any) -> Reply:
@@ -645,7 +739,7 @@ class HubServer(LoopbackServer):
 def _card_data(files: list[_File]) -> dict[str, Any] | None:
     """The README's YAML front matter as the Hub serves it in `cardData` (None without a card)."""
     readme = next((f for f in files if f.path == "README.md"), None)
-    match = _FRONT_MATTER.match(readme.data.decode("utf-8")) if readme else None
+    match = _FRONT_MATTER.match(bytes(readme.data[:]).decode("utf-8")) if readme else None
     data = yaml.safe_load(match["yaml"]) if match else None
     return data if isinstance(data, dict) else None
 

@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def scan_args(hub: HubServer, registry: Path, probes: Path, tmp_path: Path, name: str = "run") -> list[str]:
+    """A scan's arguments; each run name has its own cache (stage 1's bytes depend on what is cached)."""
     return [
         "hub", "scan", "--endpoint", hub.url, "--registry", str(registry), "--probes", str(probes),
-        "--cache-dir", str(tmp_path / "cache"), "--state", str(tmp_path / f"{name}-state.json"),
+        "--cache-dir", str(tmp_path / f"cache-{name}"), "--state", str(tmp_path / f"{name}-state.json"),
         "--out", str(tmp_path / name), "--source-repo", f"{SOURCE}={SOURCE_REPO}", "-q",
     ]  # fmt: skip
 

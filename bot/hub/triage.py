@@ -1,0 +1,471 @@
+"""Stage 1 of a Hub scan: a weight verdict from a few megabytes read by HTTP Range.
+
+The weight evidence (``bot.reef.weights``) needs only the input-embedding rows of the anchor tokens. A
+safetensors file is a JSON header followed by row-major tensors, and the Hub serves files by Range, so for
+each candidate stage 1 reads:
+
+1. each safetensors header (``read_header``: the first 64 kB, more only for a longer header);
+2. the tokenizer, once per tokenizer: its files are keyed by their blob ids from the model info, so the
+   fine-tunes that share a base's tokenizer share one download and one tokenization of the probes
+   (``TokenizerCache``; the anchor candidates are kept on disk per tokenizer and probe set);
+3. the embedding rows of the anchor tokens, rows closer than ``ROW_GAP_BYTES`` read in one request
+   (``coalesce``): anchor tokens are frequent, low ids, so a 7B model's 244 rows take a handful of requests.
+
+The suspect's ``Anchors`` are then judged against every registry source by the weights alone. A confident
+"unrelated" (every weight statistic against every source at p >= ``UNRELATED_P``) ends the candidate; a match,
+anything inconclusive, too few shared tokens, a source without anchors or null, an embedding that cannot be
+located, or a card that declares a registry source, goes to stage 2 (the full check, ``bot.hub.scan``).
+Each stage's bytes are counted (``RangeReader.bytes_read``) and reported per candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.errors import ModelLoadError, RemoteError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+    from bot.hub.client import Budget
+    from bot.reef.fingerprint import Fingerprint
+    from bot.reef.probes import ProbeSet
+    from bot.reef.weights import Anchors
+
+logger = logging.getLogger(__name__)
+
+HEADER_PROBE_BYTES = 64 * 1024
+"""The first read of a safetensors file: the 8-byte length and, for all but huge headers, the whole header."""
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers
+ROW_GAP_BYTES = 256 * 1024
+"""Rows closer than this are read in one request: a request costs a round trip, a 256 kB gap ~5 ms at 50 MB/s."""
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
+# Input-embedding tensor names of the common families (Llama/Qwen/Gemma/Mistral, GPT-2, GPT-NeoX/Pythia, BLOOM,
+# OPT, BERT); matched as name suffixes, exactly one must match.
+EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
+                      "tok_embeddings.weight")  # fmt: skip
+# The tokenizer's own files (bot.reef.loading.SIDE_FILES less the model's configs): their blob ids key the cache.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpan:
+    """One tensor of a safetensors header: dtype, shape and byte span relative to the data section."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def parameter_count(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class SafetensorsHeader:
+    """A safetensors file's header: tensors by name; data_start is where the data section begins in the file."""
+
+    filename: str
+    data_start: int
+    tensors: Mapping[str, TensorSpan]
+
+
+class RangeReader:
+    """Reads byte ranges and small files of one repo at one commit, counting every byte it receives.
+
+    Args:
+        api: the Hub client (its endpoint); token: for gated or private repos.
+        budget: every request goes through ``budget.call`` (retries, time limit, errors as ``RemoteError``).
+    """
+
+    def __init__(self, api: HfApi, repo_id: str, sha: str, *, token: str | None, budget: Budget) -> None:
+        self.api, self.repo_id, self.sha, self.token, self.budget = api, repo_id, sha, token, budget
+        self.bytes_read = 0
+        self.requests = 0
+        self.headers: dict[str, SafetensorsHeader] = {}
+        self.sizes: dict[str, int] = {}  # file name -> size, from the model info (set by the scan's inspection)
+        self.blob_ids: dict[str, str] = {}  # file name -> blob id, likewise
+
+    def read(self, filename: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` (inclusive) of ``filename``.
+
+        Raises:
+            RemoteError: the Hub failed, ignored the Range, or sent fewer bytes than asked.
+        """
+        want = end - start + 1
+        body = self._get(filename, {"Range": f"bytes={start}-{end}"}, limit=want)
+        if len(body) != want:
+            raise RemoteError(f"{self.repo_id}@{self.sha}: {filename} bytes {start}-{end}: the Hub sent "
+                              f"{len(body)} of {want} bytes; retried next run", service="hub")  # fmt: skip
+        return body
+
+    def fetch(self, filename: str, *, max_bytes: int = 64_000_000) -> bytes:
+        """The whole of a small file (tokenizer, config).
+
+        Raises:
+            RemoteError: the Hub failed, or the file is larger than ``max_bytes``.
+        """
+        return self._get(filename, {}, limit=max_bytes)
+
+    def _get(self, filename: str, extra: dict[str, str], *, limit: int) -> bytes:
+        from huggingface_hub import get_session, hf_hub_url
+
+        # Public (documented in huggingface_hub.utils) but not re-exported for mypy.
+        from huggingface_hub.utils._headers import build_hf_headers
+        from huggingface_hub.utils._http import hf_raise_for_status
+
+        url = hf_hub_url(self.repo_id, filename, revision=self.sha, endpoint=self.api.endpoint)
+        headers = {**build_hf_headers(token=self.token), **extra}
+        ranged = "Range" in extra
+
+        def get() -> bytes:
+            body = bytearray()
+            with get_session().stream("GET", url, headers=headers) as response:
+                self.requests += 1
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                if ranged and response.status_code != 206:
+                    status = response.status_code
+                    raise RemoteError(f"{self.repo_id}@{self.sha}: {filename}: the Hub ignored the Range request "
+                                      f"(HTTP {status}); not reading the whole file", service="hub")  # fmt: skip
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        break
+            self.bytes_read += len(body)
+            if len(body) > limit:
+                raise RemoteError(f"{self.repo_id}@{self.sha}: {filename}: more than {limit} bytes; not read",
+                                  service="hub")  # fmt: skip
+            return bytes(body)
+
+        what = f"{self.repo_id}@{self.sha}: {filename}" + (f" {extra['Range']}" if ranged else "")
+        return self.budget.call(what, get)
+
+
+def read_header(reader: RangeReader, filename: str, file_size: int) -> SafetensorsHeader:
+    """The header of ``filename`` by Range (cached on the reader).
+
+    Raises:
+        ModelLoadError: a length or JSON that is not a safetensors header (too long, past the file, not JSON,
+            nested too deep, tensors that are not ``{dtype, shape, data_offsets}``).
+        RemoteError: the Hub failed.
+    """
+    if filename in reader.headers:
+        return reader.headers[filename]
+    where = f"{reader.repo_id}@{reader.sha}: {filename}"
+    if file_size < 8:
+        raise ModelLoadError(f"{where}: {file_size} bytes, shorter than a safetensors length prefix", source=where)
+    first = reader.read(filename, 0, min(file_size, HEADER_PROBE_BYTES) - 1)
+    (length,) = struct.unpack("<Q", first[:8])
+    if length > MAX_HEADER_BYTES or 8 + length > file_size:
+        raise ModelLoadError(f"{where}: header length {length} does not fit the file ({file_size} bytes)",
+                             source=where)  # fmt: skip
+    text = first[8 : 8 + length]
+    if len(text) < length:
+        text += reader.read(filename, len(first), 8 + length - 1)
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e).splitlines()[0][:120]
+        raise ModelLoadError(f"{where}: header is not JSON ({reason})", source=where) from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{where}: header is not a JSON object", source=where)
+    tensors = {}
+    for name, info in data.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            span = TensorSpan(str(info["dtype"]), tuple(int(x) for x in info["shape"]), begin, end)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{where}: tensor {name!r} is not {{dtype, shape, data_offsets}}", source=where) from e
+        tensors[name] = span
+    header = SafetensorsHeader(filename=filename, data_start=8 + length, tensors=tensors)
+    reader.headers[filename] = header
+    return header
+
+
+def coalesce(spans: Iterable[tuple[int, int]], *, max_gap: int = ROW_GAP_BYTES) -> list[tuple[int, int]]:
+    """Merge byte spans ``[begin, end)`` whose gaps are at most ``max_gap`` into as few spans as that allows.
+
+    Example:
+        >>> coalesce([(0, 10), (20, 30), (1000, 1010)], max_gap=100)
+        [(0, 30), (1000, 1010)]
+    """
+    merged: list[tuple[int, int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin - merged[-1][1] <= max_gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((begin, end))
+    return merged
+
+
+def embedding_of(headers: Iterable[SafetensorsHeader]) -> tuple[SafetensorsHeader, str] | None:
+    """The file and name of the input embedding (2-D, named as ``EMBEDDING_SUFFIXES``), or None if not exactly one."""
+    found = [
+        (header, name)
+        for header in headers
+        for name, span in header.tensors.items()
+        if name.endswith(EMBEDDING_SUFFIXES) and len(span.shape) == 2 and span.dtype in ("F32", "F16", "BF16")
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def decode_rows(data: bytes, dtype: str, hidden: int) -> NDArray[np.float32]:
+    """Rows of ``hidden`` values stored as F32, F16 or BF16 (little-endian), as float32.
+
+    Example:
+        >>> decode_rows(np.array([1.5, -2.0], dtype="<f4").tobytes(), "F32", 2).tolist()
+        [[1.5, -2.0]]
+    """
+    if dtype == "BF16":  # the upper half of a float32
+        values = (np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        values = np.frombuffer(data, dtype="<f2" if dtype == "F16" else "<f4").astype(np.float32)
+    return values.reshape(-1, hidden)
+
+
+def read_anchor_rows(
+    reader: RangeReader, header: SafetensorsHeader, name: str, ids: Sequence[int]
+) -> NDArray[np.float32]:
+    """Rows ``ids`` of tensor ``name``, in the order given, by coalesced Range requests.
+
+    Raises:
+        ModelLoadError: an id outside the tensor; RemoteError: the Hub failed.
+    """
+    span = header.tensors[name]
+    rows, hidden = span.shape
+    width = DTYPE_BYTES[span.dtype]
+    row_bytes = hidden * width
+    if any(not 0 <= i < rows for i in ids):
+        raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: an anchor token id is outside {name} ({rows} rows)")
+    base = header.data_start + span.begin
+    wanted = sorted(set(ids))
+    out: dict[int, NDArray[np.float32]] = {}
+    for begin, end in coalesce([(base + i * row_bytes, base + (i + 1) * row_bytes) for i in wanted]):
+        data = reader.read(header.filename, begin, end - 1)
+        first = (begin - base) // row_bytes
+        block = decode_rows(data, span.dtype, hidden)
+        for offset, row in enumerate(block):
+            out[first + offset] = row
+    return np.stack([out[i] for i in ids])
+
+
+@dataclass(slots=True)
+class TokenizerCache:
+    """Anchor candidates per tokenizer (keyed by its files' blob ids) and probe set, on disk under ``root``.
+
+    Attributes:
+        downloads, hits: how many tokenizers were fetched and tokenized, and how many came from the cache.
+    """
+
+    root: Path
+    downloads: int = 0
+    hits: int = 0
+    memory: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+
+    def anchor_candidates(
+        self, reader: RangeReader, blob_ids: Mapping[str, str], probes: ProbeSet, *, batch_size: int
+    ) -> tuple[tuple[int, str], ...]:
+        """The candidate anchor tokens (``bot.reef.weights.anchor_tokens``) of the repo's tokenizer.
+
+        Args:
+            reader: the candidate's reader (the tokenizer files and config.json come through it when not cached).
+            blob_ids: file name -> blob id (git oid or LFS sha256) for the repo's files.
+            probes: the probe set; batch_size as for fingerprints.
+
+        Raises:
+            ModelLoadError: no tokenizer files, or it does not load. RemoteError: the Hub failed.
+        """
+        from bot.reef.loading import TokenizerFiles
+        from bot.reef.tokenizing import tokenize_apart
+
+        files = sorted(name for name in blob_ids if name in TOKENIZER_FILES)
+        if not files:
+            raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: no tokenizer files", source=reader.repo_id)
+        key = hashlib.sha256(json.dumps([[n, blob_ids[n]] for n in files]).encode()).hexdigest()[:32]
+        entry = f"{key}-{probes.sha256[:16]}"
+        if entry in self.memory:
+            self.hits += 1
+            return self.memory[entry]
+        saved = self.root / key / f"anchors-{probes.sha256[:16]}.json"
+        if saved.is_file():
+            candidates = tuple((int(i), str(s)) for i, s in json.loads(saved.read_text(encoding="utf-8")))
+            self.hits += 1
+        else:
+            folder = self.root / key / "files"
+            if not folder.is_dir():
+                staging = self.root / key / f".files-{reader.sha[:12]}"
+                staging.mkdir(parents=True, exist_ok=True)
+                for name in [*files, "config.json"]:  # transformers reads the config to pick the tokenizer class
+                    if name in blob_ids:
+                        (staging / name).write_bytes(reader.fetch(name))
+                staging.replace(folder)
+            source = Path(f"{reader.repo_id}@{reader.sha}")
+            candidates = tokenize_apart(TokenizerFiles(folder=folder, source=source), probes.texts,
+                                        batch_size=batch_size).anchor_candidates  # fmt: skip
+            saved.write_text(json.dumps([list(c) for c in candidates], ensure_ascii=False), encoding="utf-8")
+            self.downloads += 1
+        self.memory[entry] = candidates
+        return candidates
+
+
+# ADAPTER (issue 16). Stands in for a function of bot.reef.verdict that judges a suspect's anchors against the
+# registry's sources by the weights alone, with the nulls computed once per registry:
+#     judge_weights(suspect: Anchors, registry: Iterable[Fingerprint], *, alpha: float = DEFAULT_ALPHA)
+#         -> WeightJudgement(verdict: Verdict, reason: str, per_source: tuple[WeightEvidence | None, ...])
+# (or a ``WeightJudge(registry)`` object with ``.judge(anchors)``, so a scan of thousands of candidates does not
+# recompute the sources' nulls). Until then this mirrors rules 2, 3 and 5 of bot.reef.verdict through its
+# public statistics (bot.reef.weights.weight_scores): a null per source and statistic over the entries not
+# related to it, Fisher-atanh prediction p-values; and it is stricter than rule 5, never more lenient:
+# "unrelated" needs every statistic against every source at an unadjusted p >= UNRELATED_P.
+@dataclass(frozen=True, slots=True)
+class WeightCall:
+    """Stage 1's call: ``unrelated`` is True only when the weights clear every source; reason says why."""
+
+    unrelated: bool
+    reason: str
+
+
+class WeightTriage:
+    """The registry's sources and their weight nulls, prepared once per scan; ``judge`` takes a suspect's anchors."""
+
+    def __init__(self, entries: Sequence[Fingerprint]) -> None:
+        from bot.reef.weights import weight_scores
+
+        self.sources = [entry for entry in entries if entry.role == "source"]
+        self.nulls: dict[str, dict[str, list[float]]] = {}
+        for source in self.sources:
+            null: dict[str, list[float]] = {}
+            for entry in entries:
+                if entry is source or _related(source, entry) or source.anchors is None or entry.anchors is None:
+                    continue
+                found = weight_scores(source.anchors, entry.anchors)
+                if found is not None:
+                    for statistic, score in found[0].items():
+                        null.setdefault(statistic, []).append(score)
+            self.nulls[source.name] = null
+
+    def judge(self, suspect: Anchors) -> WeightCall:
+        from bot.reef.verdict import MIN_NULL, UNRELATED_P
+        from bot.reef.weights import MIN_SHARED, weight_scores
+
+        if not self.sources:
+            return WeightCall(False, "the registry has no sources")
+        lowest: list[str] = []
+        for source in self.sources:
+            if source.anchors is None:
+                return WeightCall(False, f"{source.name} has no anchor rows (an entry older than weight evidence)")
+            found = weight_scores(source.anchors, suspect)
+            if found is None:
+                return WeightCall(False, f"shares fewer than {MIN_SHARED} anchor tokens with {source.name}")
+            null = self.nulls[source.name]
+            for statistic, score in found[0].items():
+                values = null.get(statistic, [])
+                if len(values) < MIN_NULL:
+                    return WeightCall(False, f"{source.name}'s {statistic} null has {len(values)} entries")
+                p = _prediction_p(score, np.asarray(values))
+                if p < UNRELATED_P:
+                    return WeightCall(False, f"{source.name} {statistic} {score:.3f} (p {p:.2g}): not cleared")
+            lowest.append(source.name)
+        return WeightCall(True, f"unrelated on the weights to all {len(lowest)} sources (p >= {UNRELATED_P} each)")
+
+
+def _related(a: Fingerprint, b: Fingerprint) -> bool:
+    """Declared relatives (rule 2 of bot.reef.verdict): never in each other's null."""
+    return a.name in b.related or b.name in a.related or bool(set(a.related) & set(b.related))
+
+
+def _prediction_p(score: float, null: NDArray[np.float64]) -> float:
+    """One-sided prediction p of ``score`` as one more draw from ``null`` on Fisher's atanh scale (rule 3)."""
+    from scipy import special
+
+    limit = 1 - 1e-7
+    fisher = np.arctanh(np.clip(null, -limit, limit))
+    value = float(np.arctanh(np.clip(score, -limit, limit)))
+    mean, std = float(fisher.mean()), max(float(fisher.std(ddof=1)), 1e-6)
+    t = (value - mean) / (std * math.sqrt(1 + 1 / len(fisher)))
+    return float(special.stdtr(len(fisher) - 1, -t))
+
+
+# --- end of ADAPTER ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriageResult:
+    """Stage 1's outcome for one candidate.
+
+    Attributes:
+        decided: True when stage 1 called it unrelated (no stage 2); reason: why, either way.
+        bytes_read: what stage 1 read (headers, tokenizer when not cached, anchor rows).
+    """
+
+    decided: bool
+    reason: str
+    bytes_read: int
+
+
+def triage(
+    reader: RangeReader,
+    sizes: Mapping[str, int],
+    blob_ids: Mapping[str, str],
+    *,
+    judge: WeightTriage,
+    tokenizers: TokenizerCache,
+    probes: ProbeSet,
+    batch_size: int,
+) -> TriageResult:
+    """Stage 1 for one candidate whose headers ``reader`` may already hold.
+
+    Raises:
+        RemoteError: the Hub failed (the caller records an error; the next run retries).
+    """
+    from bot.reef.weights import Anchors, anchor_count
+
+    try:
+        headers = [
+            read_header(reader, name, size) for name, size in sorted(sizes.items()) if name.endswith(".safetensors")
+        ]
+        located = embedding_of(headers)
+        if located is None:
+            return TriageResult(
+                decided=False, reason="no single input-embedding tensor in the headers", bytes_read=reader.bytes_read
+            )
+        header, name = located
+        candidates = tokenizers.anchor_candidates(reader, blob_ids, probes, batch_size=batch_size)
+        kept = candidates[: anchor_count(header.tensors[name].shape[1])]
+        rows = read_anchor_rows(reader, header, name, [token for token, _ in kept])
+    except ModelLoadError as e:
+        reason = f"stage 1 cannot read the weights: {e}"
+        return TriageResult(decided=False, reason=reason, bytes_read=reader.bytes_read)
+    stored = rows.astype(np.float16).astype(np.float32)  # the precision fingerprints keep (bot.reef.weights)
+    stored.setflags(write=False)
+    call = judge.judge(Anchors(tuple(spelling for _, spelling in kept), stored))
+    return TriageResult(decided=call.unrelated, reason=call.reason, bytes_read=reader.bytes_read)
+
+
+def blob_ids_of(info: Any) -> dict[str, str]:
+    """File name -> blob id (the LFS sha256 where there is one, else the git blob id) from a ``ModelInfo``."""
+    ids = {}
+    for sibling in info.siblings or []:
+        lfs = getattr(sibling, "lfs", None)
+        blob = (lfs.sha256 if lfs is not None else None) or sibling.blob_id
+        if blob:
+            ids[sibling.rfilename] = str(blob)
+    return ids
