@@ -1,7 +1,8 @@
 """Real pretrained models from PyPI: Gemma 3 270M (4-bit GGUF) and all-MiniLM-L6-v2.
 
-Cost on 2 CPU cores: about 6 minutes (two GGUF dequantizations of ~70 s, four fingerprints of Gemma on the
-default probes, a 12-step LoRA fine-tune). CI runs these; `make real-test` runs them alone.
+Cost on 2 CPU cores: about 9 minutes (two GGUF dequantizations of ~70 s, five fingerprints of Gemma on the
+default probes, a 12-step LoRA fine-tune, and a PEFT adapter made, saved and checked in the ordinary layout: about
+3 minutes of it, 4.3 on busy cores). CI runs these; `make real-test` runs them alone.
 """
 
 from __future__ import annotations
@@ -137,3 +138,50 @@ def test_minilm_encoder_fingerprint_matches_the_registry(demo_registry: Path) ->
     fp = fingerprint_model(loaded, load_probes(), name="minilm-again", model="x")
     grid, _ = pair_grid(fp, Registry(demo_registry).get("all-minilm-l6-v2"))
     assert grid.diagonal().min() > 0.9999  # the committed entry is reproducible
+
+
+def test_gemma_peft_adapter_in_the_ordinary_layout_is_derived(
+    gemma: LoadedModel, demo_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A LoRA adapter made the way users make one: the base saved as a Hugging Face folder, ``get_peft_model`` on
+    ``AutoModelForCausalLM``, a few training steps, ``save_pretrained`` (its config names the base folder)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    # The base as a Hugging Face folder of the bare model (transformers will not save a GGUF-loaded model itself).
+    base = tmp_path / "gemma-3-270m"
+    base.mkdir()
+    save_file({k: v.contiguous() for k, v in gemma.model.state_dict().items()}, str(base / "model.safetensors"))
+    config = gemma.model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = ["Gemma3TextModel"]
+    (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    gemma.load_tokenizer().save_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    adapted = get_peft_model(model, config)
+    optimizer = torch.optim.AdamW([p for p in adapted.parameters() if p.requires_grad], lr=2e-3)
+    ids = gemma.load_tokenizer()(Path(__file__).read_text(encoding="utf-8"), return_tensors="pt")["input_ids"][0]
+    torch.manual_seed(0)
+    adapted.train()
+    for _ in range(4):
+        starts = torch.randint(0, len(ids) - 65, (2,))
+        batch = torch.stack([ids[s : s + 65] for s in starts])
+        loss = adapted(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    adapted.save_pretrained(tmp_path / "adapter")
+    del model, adapted, optimizer
+    settings = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert settings["base_model_name_or_path"] == str(base) and settings["task_type"] == "CAUSAL_LM"
+
+    code = main(["check", str(tmp_path / "adapter"), "--registry", str(demo_registry), "--json"])
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.FINDING
+    assert report["verdict"] == "derived" and report["sources"] == [GEMMA]
+    match = report["matches"][0]
+    assert match["source"] == GEMMA and match["score"] < 0.9999  # the adapter changed the model
