@@ -400,6 +400,9 @@ def check_candidate(
                 return _result(candidate, Status.CHECKED, f"unrelated: {call.reason} (stage 1, by Range)",
                                verdict="unrelated", stage=1, stage_bytes=(call.bytes_read,))  # fmt: skip
             why_full = call.reason
+            logger.info(
+                "%s@%s: stage 1 leaves it to the full check: %s", candidate.repo_id, candidate.sha[:12], why_full
+            )
         left = budget.bytes_left()
         if left is not None and plan > left:
             budget.stopped = budget.stopped or "download budget reached"
@@ -422,7 +425,6 @@ def check_candidate(
         return _result(candidate, Status.ERROR, str(e))
     from bot.report import render_markdown, verdict_line
 
-    logger.info("%s@%s: stage 2 (%s)", candidate.repo_id, candidate.sha[:12], why_full)
     findings = lineage_findings(report, declared=candidate.declared, source_repos=options.source_repos)
     return _result(
         candidate,

@@ -171,6 +171,29 @@ class SparseSafetensors:
         return bytes(out)
 
 
+def llama_shapes(
+    *, hidden: int, layers: int, intermediate: int, vocab: int, kv_hidden: int | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The tensors of a Llama-shaped checkpoint, in file order: 7B is `hidden=4096, layers=32, intermediate=11008,
+    vocab=32000`; 70B is `hidden=8192, layers=80, intermediate=28672, vocab=32000, kv_hidden=1024`."""
+    kv = kv_hidden or hidden
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        block = f"model.layers.{i}"
+        shapes |= {
+            f"{block}.input_layernorm.weight": (hidden,),
+            f"{block}.self_attn.q_proj.weight": (hidden, hidden),
+            f"{block}.self_attn.k_proj.weight": (kv, hidden),
+            f"{block}.self_attn.v_proj.weight": (kv, hidden),
+            f"{block}.self_attn.o_proj.weight": (hidden, hidden),
+            f"{block}.post_attention_layernorm.weight": (hidden,),
+            f"{block}.mlp.gate_proj.weight": (intermediate, hidden),
+            f"{block}.mlp.up_proj.weight": (intermediate, hidden),
+            f"{block}.mlp.down_proj.weight": (hidden, intermediate),
+        }
+    return shapes | {"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)}
+
+
 class _File(NamedTuple):
     path: str
     data: bytes | SparseSafetensors

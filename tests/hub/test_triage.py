@@ -1,0 +1,128 @@
+"""Stage 1 of the Hub scan: a weight verdict from the anchor rows read by HTTP Range, the full check only after.
+
+7B- and 70B-shaped candidates are served by the Hub double from generated safetensors (a real header, tensor
+bytes made on demand, never stored): the scan must decide them from headers, a shared tokenizer and a few
+embedding rows, and never ask for a whole weight file. Small derivatives go on to the full check.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.cli import ExitCode, main
+from tests.builders import DEMO_MODELS
+from tests.doubles.hub_server import HubServer, SparseSafetensors, llama_shapes
+from tests.hub.conftest import SOURCE, SOURCE_REPO, plant, report_of, sha_of
+from tests.hub.test_scan import scan_args
+
+SHAPES = {
+    "7b": {"hidden": 4096, "layers": 32, "intermediate": 11008, "vocab": 32000},
+    "70b": {"hidden": 8192, "layers": 80, "intermediate": 28672, "vocab": 32000, "kv_hidden": 1024},
+}
+
+
+def plant_big(hub: HubServer, root: Path, repo_id: str, *, seed: int, shape: str = "7b") -> SparseSafetensors:
+    """A Llama-shaped repo of `shape` whose embedding rows are drawn from `seed`, with the demo tokenizer."""
+    folder = root / "repos" / repo_id.replace("/", "--")
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the demo source's: shared with the registry
+        shutil.copy(DEMO_MODELS / "source" / name, folder / name)
+    size = SHAPES[shape]
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": size["hidden"],
+              "num_hidden_layers": size["layers"], "intermediate_size": size["intermediate"],
+              "vocab_size": size["vocab"], "num_attention_heads": size["hidden"] // 128,
+              "num_key_value_heads": size.get("kv_hidden", size["hidden"]) // 128, "torch_dtype": "bfloat16"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    sha = sha_of(repo_id)
+    hub.add_repo(repo_id, folder, sha=sha)
+    body = SparseSafetensors(llama_shapes(**size), dtype="BF16", embedding="model.embed_tokens.weight", seed=seed)
+    hub.add_generated(repo_id, sha, "model.safetensors", body)
+    return body
+
+
+def gets(hub: HubServer, suffix: str) -> list[str]:
+    return [r.path for r in hub.requests if r.method == "GET" and r.path.split("?")[0].endswith(suffix)]
+
+
+def test_unrelated_7b_shaped_candidates_are_decided_from_under_one_percent_of_their_bytes(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies = {repo: plant_big(hub, tmp_path, repo, seed=seed) for seed, repo in enumerate(("big/one", "big/two"))}
+
+    code = main(scan_args(hub, hub_registry, probe_file, tmp_path))
+
+    assert code == ExitCode.OK
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    for repo, body in bodies.items():
+        result = results[repo]
+        assert (result["status"], result["verdict"], result["stage"]) == ("checked", "unrelated", 1), result
+        assert len(result["stage_bytes"]) == 1 and result["stage_bytes"][0] <= len(body) // 100
+        assert "stage 1, by Range" in result["reason"]
+        # Never the whole file: every weight GET names a byte range.
+        assert all("range" in r.headers for r in hub.requests if r.path.startswith("/cdn/") and r.method == "GET")
+    # The second candidate shares the first one's tokenizer: fetched and tokenized once.
+    assert len(gets(hub, "/tokenizer.json")) == 1
+    first, second = sorted(results.values(), key=lambda r: r["stage_bytes"][0], reverse=True)
+    assert second["stage_bytes"][0] < first["stage_bytes"][0]
+    # What the results count is what the Hub sent: file bodies, Range slices and the config (no JSON API replies).
+    assert sum(r["stage_bytes"][0] for r in results.values()) == hub.served_bytes("/big/") + hub.served_bytes("/cdn/")
+    assert report_of(tmp_path / "run")["budget"]["triage_bytes"] == sum(r["stage_bytes"][0] for r in results.values())
+    assert report_of(tmp_path / "run")["budget"]["download_bytes"] == 0
+
+
+def test_a_70b_shaped_header_longer_than_the_first_read_is_read_whole(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against this toy registry a random 8192-wide embedding is not cleared (its best-of-8192 unit pairing scores
+    above the toy null), so stage 1 hands it on, and the download budget stops stage 2 before any weights."""
+    body = plant_big(hub, tmp_path, "big/seventy", seed=7, shape="70b")
+    assert len(body.head) > 64 * 1024  # the header alone needs a second Range request
+
+    code = main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--max-download", "1GB"])
+
+    assert code == ExitCode.OK
+    report = report_of(tmp_path / "run")
+    (result,) = report["results"]
+    assert result["status"] == "error" and "download budget" in result["reason"]
+    assert 0 < report["budget"]["triage_bytes"] <= len(body) // 10_000  # 138 GB of weights, a few MB read
+    assert report["budget"]["download_bytes"] == 0
+    ranges = [r.headers.get("range") for r in hub.requests if r.path.startswith("/cdn/")]
+    assert ranges[:2] == ["bytes=0-65535", f"bytes=65536-{len(body.head) - 1}"]
+    assert None not in ranges  # never the whole file
+
+
+def test_derivatives_and_declared_sources_go_on_to_the_full_check(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant(hub, tmp_path, "lab/quiet-tune", "finetune")
+    plant(hub, tmp_path, "lab/claims-source", "unrelated", card={"base_model": SOURCE_REPO})
+    plant(hub, tmp_path, "lab/fresh-model", "unrelated")
+
+    assert main(scan_args(hub, hub_registry, probe_file, tmp_path)) == ExitCode.FINDING
+
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    tune, claims, fresh = (results[repo] for repo in ("lab/quiet-tune", "lab/claims-source", "lab/fresh-model"))
+    assert (tune["stage"], tune["verdict"], tune["findings"][0]["source"]) == (2, "derived", SOURCE)
+    assert len(tune["stage_bytes"]) == 2 and all(n > 0 for n in tune["stage_bytes"])
+    # Unrelated on the weights, but its card names a registry source: only the full check can say it is wrong.
+    assert (claims["stage"], claims["verdict"]) == (2, "unrelated")
+    assert [f["kind"] for f in claims["findings"]] == ["wrong-declaration"]
+    assert (fresh["stage"], fresh["verdict"]) == (1, "unrelated")
+
+
+def test_no_triage_checks_every_candidate_in_full_with_the_same_verdicts(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant(hub, tmp_path, "lab/quiet-tune", "finetune")
+    plant(hub, tmp_path, "lab/fresh-model", "unrelated")
+
+    main(scan_args(hub, hub_registry, probe_file, tmp_path, "two-stage"))
+    main([*scan_args(hub, hub_registry, probe_file, tmp_path, "full"), "--no-triage"])
+
+    staged, full = ({r["repo_id"]: r for r in report_of(tmp_path / n)["results"]} for n in ("two-stage", "full"))
+    assert {repo: r["verdict"] for repo, r in staged.items()} == {repo: r["verdict"] for repo, r in full.items()}
+    assert {r["stage"] for r in full.values()} == {2} and staged["lab/fresh-model"]["stage"] == 1
