@@ -32,10 +32,11 @@ def plant_big(hub: HubServer, root: Path, repo_id: str, *, seed: int, shape: str
     for name in ("tokenizer.json", "tokenizer_config.json"):  # the demo source's: shared with the registry
         shutil.copy(DEMO_MODELS / "source" / name, folder / name)
     size = SHAPES[shape]
+    heads, kv_heads = size["hidden"] // 128, size.get("kv_hidden", size["hidden"]) // 128
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": size["hidden"],
               "num_hidden_layers": size["layers"], "intermediate_size": size["intermediate"],
-              "vocab_size": size["vocab"], "num_attention_heads": size["hidden"] // 128,
-              "num_key_value_heads": size.get("kv_hidden", size["hidden"]) // 128, "torch_dtype": "bfloat16"}  # fmt: skip
+              "vocab_size": size["vocab"], "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+              "torch_dtype": "bfloat16"}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     sha = sha_of(repo_id)
     hub.add_repo(repo_id, folder, sha=sha)
