@@ -12,7 +12,8 @@ each candidate stage 1 reads:
    (``coalesce``): anchor tokens are frequent, low ids, so a 7B model's 244 rows take a handful of requests.
 
 The suspect's ``Anchors`` are then judged against every registry source by the weights alone. A confident
-"unrelated" (every weight statistic against every source at p >= ``UNRELATED_P``) ends the candidate; a match,
+"unrelated" (every source's adjusted weight p-value >= ``UNRELATED_P``, as ``check`` adjusts it) ends the
+candidate; a match,
 anything inconclusive, too few shared tokens, a source without anchors or null, an embedding that cannot be
 located, or a card that declares a registry source, goes to stage 2 (the full check, ``bot.hub.scan``).
 Each stage's bytes are counted (``RangeReader.bytes_read``) and reported per candidate.
@@ -333,8 +334,10 @@ class TokenizerCache:
 # (or a ``WeightJudge(registry)`` object with ``.judge(anchors)``, so a scan of thousands of candidates does not
 # recompute the sources' nulls). Until then this mirrors rules 2, 3 and 5 of bot.reef.verdict through its
 # public statistics (bot.reef.weights.weight_scores): a null per source and statistic over the entries not
-# related to it, Fisher-atanh prediction p-values; and it is stricter than rule 5, never more lenient:
-# "unrelated" needs every statistic against every source at an unadjusted p >= UNRELATED_P.
+# related to it, Fisher-atanh prediction p-values, Bonferroni over statistics, Holm over sources: "unrelated"
+# needs every source's adjusted p >= UNRELATED_P, as rule 5 does when the weights decide every source. It cannot
+# see what only the full check sees: a suspect whose representations match a source while its weights do not
+# (rule 5 calls that inconclusive, a distilled student) is called unrelated here.
 @dataclass(frozen=True, slots=True)
 class WeightCall:
     """Stage 1's call: ``unrelated`` is True only when the weights clear every source; reason says why."""
@@ -363,12 +366,14 @@ class WeightTriage:
             self.nulls[source.name] = null
 
     def judge(self, suspect: Anchors) -> WeightCall:
+        """Unrelated when every source's weight p-value, Bonferroni over the statistics (as ``WeightEvidence``)
+        and Holm over the sources (rule 3), is at least ``UNRELATED_P``; anything else is left to stage 2."""
         from bot.reef.verdict import MIN_NULL, UNRELATED_P
         from bot.reef.weights import MIN_SHARED, weight_scores
 
         if not self.sources:
             return WeightCall(False, "the registry has no sources")
-        lowest: list[str] = []
+        p_values: dict[str, tuple[float, str]] = {}
         for source in self.sources:
             if source.anchors is None:
                 return WeightCall(False, f"{source.name} has no anchor rows (an entry older than weight evidence)")
@@ -376,15 +381,22 @@ class WeightTriage:
             if found is None:
                 return WeightCall(False, f"shares fewer than {MIN_SHARED} anchor tokens with {source.name}")
             null = self.nulls[source.name]
+            tests = {}
             for statistic, score in found[0].items():
                 values = null.get(statistic, [])
                 if len(values) < MIN_NULL:
                     return WeightCall(False, f"{source.name}'s {statistic} null has {len(values)} entries")
-                p = _prediction_p(score, np.asarray(values))
-                if p < UNRELATED_P:
-                    return WeightCall(False, f"{source.name} {statistic} {score:.3f} (p {p:.2g}): not cleared")
-            lowest.append(source.name)
-        return WeightCall(True, f"unrelated on the weights to all {len(lowest)} sources (p >= {UNRELATED_P} each)")
+                tests[statistic] = (_prediction_p(score, np.asarray(values)), score)
+            statistic = min(tests, key=lambda name: tests[name][0])
+            p, score = tests[statistic]
+            p_values[source.name] = (min(1.0, len(tests) * p), f"{source.name} {statistic} {score:.3f}")
+        # Holm's adjusted p-values never fall below the smallest one times the number of sources.
+        name = min(p_values, key=lambda n: p_values[n][0])
+        adjusted = min(1.0, len(p_values) * p_values[name][0])
+        if adjusted < UNRELATED_P:
+            return WeightCall(False, f"{p_values[name][1]} (adjusted p {adjusted:.2g} < {UNRELATED_P}): not cleared")
+        return WeightCall(True, f"unrelated on the weights to all {len(p_values)} sources (closest: "
+                                f"{p_values[name][1]}, adjusted p {adjusted:.2g})")  # fmt: skip
 
 
 def _related(a: Fingerprint, b: Fingerprint) -> bool:
