@@ -31,6 +31,7 @@ from bot.reef.fingerprint import Fingerprint, fingerprint_model  # noqa: E402
 from bot.reef.loading import LoadedModel, load_model  # noqa: E402
 from bot.reef.probes import ProbeSet, load_probes  # noqa: E402
 from bot.reef.verdict import SourceMatch, compare  # noqa: E402
+from bot.reef.weights import STATISTICS  # noqa: E402
 from tests.builders import ARCHITECTURES, DEMO_MODELS, probe_subset, random_model  # noqa: E402
 
 N_RANDOM, N_SEEDS, N_NULL, N_DRAWS = 60, 8, 10, 2000
@@ -61,15 +62,28 @@ def trained_models() -> list[Path]:
 
 
 def rates(
-    fps: list[Fingerprint], pick: Callable[[SourceMatch], float | None], rng: np.random.Generator
-) -> NDArray[np.float64]:
-    """The p-value ``pick`` takes from each draw's single source match."""
-    p_values = []
+    fps: list[Fingerprint], picks: dict[str, Callable[[SourceMatch], float | None]], rng: np.random.Generator
+) -> dict[str, NDArray[np.float64]]:
+    """Per entry of ``picks``, the p-value it takes from each draw's single source match."""
+    p_values: dict[str, list[float | None]] = {name: [] for name in picks}
     for _ in range(N_DRAWS):
         source, suspect, *null = rng.choice(len(fps), size=2 + N_NULL, replace=False)
         registry = [fps[source], *(replace(fps[i], role="reference") for i in null)]
-        p_values.append(pick(compare(fps[suspect], registry).matches[0]))
-    return np.array([np.nan if p is None else p for p in p_values], dtype=float)
+        match = compare(fps[suspect], registry).matches[0]
+        for name, pick in picks.items():
+            p_values[name].append(pick(match))
+    return {name: np.array([np.nan if p is None else p for p in ps], dtype=float) for name, ps in p_values.items()}
+
+
+def weight_p(statistic: str | None) -> Callable[[SourceMatch], float | None]:
+    """The weight p-value of one statistic, or the doubled smaller one (what decides) for None."""
+
+    def pick(match: SourceMatch) -> float | None:
+        if match.weights is None:
+            return None
+        return match.weights.p_value if statistic is None else match.weights.p_values[statistic]
+
+    return pick
 
 
 def report(title: str, p: NDArray[np.float64]) -> None:
@@ -93,12 +107,14 @@ def main() -> None:
     probes = probe_subset(load_probes(), 64)
     tokenizer = AutoTokenizer.from_pretrained(DEMO_MODELS / "source")
     random_fps = fingerprints([random_model(seed, tokenizer) for seed in range(N_RANDOM)], probes)
-    report(f"CKA, {N_RANDOM} random-init models", rates(random_fps, lambda m: m.p_value, np.random.default_rng(0)))
+    picks = {"CKA": lambda m: m.p_value, "weights (either, doubled)": weight_p(None)}
+    picks |= {f"weights ({name})": weight_p(name) for name in STATISTICS}
+    for label, p in rates(random_fps, picks, np.random.default_rng(0)).items():
+        report(f"{label}, {N_RANDOM} random-init models", p)
     trained_fps = fingerprints([load_model(folder) for folder in trained_models()], probes)
     title = f"{len(trained_fps)} trained models (3 architectures, same data and tokenizer)"
-    report(f"CKA, {title}", rates(trained_fps, lambda m: m.p_value, np.random.default_rng(1)))
-    weight_p = rates(trained_fps, lambda m: None if m.weights is None else m.weights.p_value, np.random.default_rng(1))
-    report(f"weights, {title}", weight_p)
+    for label, p in rates(trained_fps, picks, np.random.default_rng(1)).items():
+        report(f"{label}, {title}", p)
     _output.write(f"  {time.perf_counter() - started:.0f} s")
 
 

@@ -34,8 +34,10 @@ scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends 
    *units* (hidden units paired one to one; survives permutations and per-unit scales) and *geometry*
    (linear CKA of the rows; survives any rotation of the residual stream). Each gets the same prediction
    p-value against the source's null (rule 3) and its own ceiling (rule 4, over that statistic's null
-   scores); the one with the smaller p-value decides, its p-value doubled (Bonferroni), and its score must
-   also reach ``WEIGHT_FLOOR`` (0.8). Representations cannot tell a fine-tune from an independent model
+   scores). The statistic that decides is the one with the smaller p-value among those over their floor
+   (``FLOORS``: 0.8 for units, 0.9 for geometry) and ceiling, else the one with the smaller p-value; its
+   p-value is doubled (Bonferroni, which stays valid since the chosen p is never below the smaller one), and
+   a match needs its score over floor and ceiling. Representations cannot tell a fine-tune from an independent model
    of the same architecture and data; the weights separate them by tens of standard deviations (lineage
    zoo: every derivative 0.97 or more, every independent model 0.53 or less). The floor is there because
    a registry rarely holds the hardest null: two GPT-2 seeds on the same data and tokenizer score 0.56 on
@@ -85,6 +87,11 @@ DEFAULT_ALPHA = 0.01
 UNRELATED_P = 0.1
 NULL_SIZE_RATIO = 10.0
 WEIGHT_FLOOR = 0.8
+GEOMETRY_FLOOR = 0.9
+# The score a weight statistic must reach to convict (rule 5). Geometry needs more: a student distilled through
+# tied embeddings learns its teacher's token geometry without its weights (lineage zoo: 0.85, against 0.93 or
+# more for every derivative).
+FLOORS = {"units": WEIGHT_FLOOR, "geometry": GEOMETRY_FLOOR}
 MERGE_FLOOR = 0.5
 MAX_MERGE_SHARE = 0.8
 _MAX_ATANH_INPUT = 1 - 1e-7
@@ -647,12 +654,12 @@ def compare(
                 "null_warning": null_warning,
                 "above_ceiling": ceiling is None or score > ceiling,
                 "weight_null": weight_null,
-                "direct_weights": _weight_evidence(source.anchors, fp.anchors, weight_null),
+                "direct_weights": _weight_evidence(source.anchors, fp.anchors, weight_null, weight_ceilings),
             }
         )
     for item in evidence:
         item["weights"] = item["direct_weights"]
-    _look_for_more_sources(evidence, fp, alpha)
+    _look_for_more_sources(evidence, fp, alpha, weight_ceilings)
     matches = _judge(evidence, fp, alpha, weight_ceilings)
     sources_by_name = {entries[index].name: entries[index] for index in sources}
     verdict, named, reason = _decide(matches, sources_by_name, alpha, ceiling, weight_ceilings)
@@ -691,8 +698,10 @@ def _judge(
         if weights is None or weights.p_value is None:
             item["p_fused"], item["clears_ceiling"] = p, item["above_ceiling"]
         else:
-            above_null = weights.score > weight_ceilings.get(weights.statistic, -np.inf)
-            item["p_fused"], item["clears_ceiling"] = weights.p_value, above_null and weights.score >= WEIGHT_FLOOR
+            item["p_fused"], item["clears_ceiling"] = (
+                weights.p_value,
+                _convicts(weights.statistic, weights.score, weight_ceilings),
+            )
             units_above = weights.scores["units"] > weight_ceilings.get("units", -np.inf)
             item["part_of_merge"] = units_above and _holds_a_share(weights)
         item["p_adjusted"] = None
@@ -705,7 +714,9 @@ def _judge(
     )
 
 
-def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float) -> None:
+def _look_for_more_sources(
+    evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float, weight_ceilings: Mapping[str, float]
+) -> None:
     """Rule 6: align each source with what the other candidate sources leave of the suspect's rows.
 
     Candidates are the sources whose weight p-value is under ``alpha``; they are fitted together (strongest
@@ -736,7 +747,11 @@ def _look_for_more_sources(evidence: Sequence[dict[str, Any]], fp: Fingerprint, 
             if item in candidates:
                 left = left + fit.parts[candidates.index(item)].rows
             found = _weight_evidence(
-                item["source"].anchors, Anchors(fit.residual.tokens, left), item["weight_null"], net_of=tuple(others)
+                item["source"].anchors,
+                Anchors(fit.residual.tokens, left),
+                item["weight_null"],
+                weight_ceilings,
+                net_of=tuple(others),
             )
             if found is not None and found.p_value is not None and found.score > _score(item["weights"]):
                 item["weights"] = found
@@ -784,15 +799,21 @@ def _weight_ceilings(nulls: Sequence[Mapping[str, NDArray[np.float64]]]) -> dict
     return {name: max(float(null[name].max()) for null in usable) for name in STATISTICS} if usable else {}
 
 
+def _convicts(statistic: str, score: float, weight_ceilings: Mapping[str, float]) -> bool:
+    """Whether a weight score is over its statistic's floor and ceiling (rule 5)."""
+    return score >= FLOORS[statistic] and score > weight_ceilings.get(statistic, -np.inf)
+
+
 def _weight_evidence(
     source: Anchors | None,
     suspect: Anchors | None,
     null: Mapping[str, NDArray[np.float64]],
+    weight_ceilings: Mapping[str, float],
     *,
     net_of: tuple[str, ...] = (),
 ) -> WeightEvidence | None:
     """The suspect's weight statistics against the source and their p-values; None where the weights cannot
-    be compared."""
+    be compared. The deciding statistic is the most significant of those that convict, else of all (rule 5)."""
     if source is None or suspect is None:
         return None
     found = weight_scores(source, suspect)
@@ -802,7 +823,8 @@ def _weight_evidence(
     calibrated = _null_size(null) >= MIN_NULL
     tests = {name: _prediction_p(score, null[name]) if calibrated else (None, None) for name, score in scores.items()}
     if calibrated:
-        statistic = min(scores, key=lambda name: (tests[name][1], -scores[name]))
+        convicting = [name for name in scores if _convicts(name, scores[name], weight_ceilings)]
+        statistic = min(convicting or scores, key=lambda name: (tests[name][1], -scores[name]))
     else:
         statistic = max(scores, key=lambda name: scores[name])
     z, p = tests[statistic]
@@ -946,20 +968,25 @@ def _unsure_reason(
     unsure: Sequence[SourceMatch], alpha: float, ceiling: float | None, weight_ceilings: Mapping[str, float]
 ) -> str:
     """Why no source matched although some were not cleared, most telling reason first."""
-    weight_ceiling = max(weight_ceilings.values(), default=0.0)
     lookalikes = [m for m in unsure if m.weights is not None and m.evidence is Evidence.WEIGHTS]
     lookalikes = [m for m in lookalikes if m.p_value is not None and m.p_value < alpha]
     if lookalikes:
-        scores = ", ".join(f"{m.source} {m.weights.score:.2f}" for m in lookalikes if m.weights is not None)
+        scores = ", ".join(
+            f"{m.source} {m.weights.score:.2f} on {m.weights.statistic}, a copy scores at least "
+            f"{max(FLOORS[m.weights.statistic], weight_ceilings.get(m.weights.statistic, 0.0)):.2f}"
+            for m in lookalikes
+            if m.weights is not None
+        )
         return (
-            f"representations match but weights were not inherited (weight score {scores}; a copy scores at "
-            f"least {max(WEIGHT_FLOOR, weight_ceiling):.2f}): a distilled student or convergent training"
+            f"representations match but weights were not inherited ({scores}): a distilled student or "
+            "convergent training"
         )
     significant = [m for m in unsure if m.p_adjusted is not None and m.p_adjusted < alpha]
     if significant:
         limits = ", ".join(
-            f"{m.source} under the weight floor / ceiling {max(WEIGHT_FLOOR, weight_ceiling):.3f}"
-            if m.evidence is Evidence.WEIGHTS
+            f"{m.source} under the {m.weights.statistic} floor / ceiling "
+            f"{max(FLOORS[m.weights.statistic], weight_ceilings.get(m.weights.statistic, 0.0)):.3f}"
+            if m.evidence is Evidence.WEIGHTS and m.weights is not None
             else f"{m.source} under the null ceiling {ceiling or 0.0:.3f}"
             for m in significant
         )
