@@ -72,6 +72,15 @@ def _render(report: Report, args: argparse.Namespace) -> None:
     _output.write(rendering.render_json(report) if args.json else rendering.render_table(report))
 
 
+def _check_report_folder(args: argparse.Namespace) -> None:
+    """A ``--report`` folder that is a file or read-only fails before the model is loaded."""
+    from bot.registry import folder_write_problem
+
+    problem = folder_write_problem(Path(args.report)) if args.report else None
+    if problem is not None:
+        raise ConfigError(f"--report {args.report}: cannot write the report there, {problem}", key="report")
+
+
 def cmd_fingerprint(args: argparse.Namespace) -> ExitCode:
     from bot.engine import default_name
     from bot.sources import ModelSource
@@ -93,6 +102,7 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
 
     registry = _registry(args)
     registry.names()  # a missing registry fails before the model is loaded
+    _check_report_folder(args)
     fp = _fingerprint(args, args.model)
     report = compare(fp, registry, measure=args.measure, alpha=args.alpha, conditioned=not args.raw)
     _render(report, args)

@@ -62,6 +62,23 @@ class _MetaDumper(yaml.SafeDumper):
         return True
 
 
+def folder_write_problem(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), in words, or None if they can.
+
+    Checked before slow work, so that a registry or report path that is a file or read-only fails at once.
+
+    Example:
+        >>> folder_write_problem(Path("/dev/null/reports"))
+        '/dev/null is not a folder'
+    """
+    existing = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def _yaml_problem(error: yaml.YAMLError) -> str:
     """A YAML error on one line: the problem and where (PyYAML's own message spans several lines)."""
     if isinstance(error, yaml.MarkedYAMLError):
@@ -144,16 +161,10 @@ class Registry:
             raise RegistryError(
                 f"{final}: an entry named {name!r} exists; remove it first or pass --replace", path=final
             )
-        existing = next((p for p in (self.root, *self.root.absolute().parents) if p.exists()), None)
-        if existing is None or not existing.is_dir():
+        problem = folder_write_problem(self.root)
+        if problem is not None:
             raise RegistryError(
-                f"{self.root}: cannot hold a registry, {existing} is not a folder; pass --registry FOLDER",
-                path=self.root,
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise RegistryError(
-                f"{self.root}: cannot write a registry entry, {existing} is not writable; pass --registry FOLDER",
-                path=self.root,
+                f"{self.root}: cannot hold a registry, {problem}; pass --registry FOLDER", path=self.root
             )
 
     def add(self, fingerprint: Fingerprint, *, replace: bool = False) -> Path:

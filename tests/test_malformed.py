@@ -512,6 +512,35 @@ def _gguf(data: bytes) -> Callable[[World], Case]:
     return build
 
 
+def _gguf_written(needle: str, **sizes: int) -> Callable[[World], Case]:
+    """A small, well-formed GGUF file (one block of tensors) whose metadata claims ``sizes``."""
+
+    def build(w: World) -> Case:
+        import numpy as np
+        from gguf import GGUFWriter
+
+        path = w.root / "model.gguf"
+        writer = GGUFWriter(str(path), "llama")
+        writer.add_block_count(sizes.get("block_count", 1))
+        writer.add_embedding_length(sizes.get("embedding_length", 8))
+        writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+        writer.add_tensor("blk.0.attn_norm.weight", np.ones(8, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return Case(w.check(path), ExitCode.ERROR, needle)
+
+    return build
+
+
+def _gguf_long_string(w: World) -> Case:
+    path = w.root / "model.gguf"
+    # version 3, 0 tensors, 1 field whose key claims 10^15 bytes
+    path.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 10**15) + b"general.architecture")
+    return Case(w.check(path), ExitCode.ERROR, "runs past the end")
+
+
 def _probes(name: str, data: bytes, needle: str) -> Callable[[World], Case]:
     def build(w: World) -> Case:
         probes = w.root / name
@@ -691,6 +720,9 @@ CASES: dict[str, Callable[[World], Case]] = {
     # GGUF
     "gguf-bad-magic": _gguf(b"GGML" + b"\0" * 64),
     "gguf-truncated": _gguf(b"GGUF"),
+    "gguf-billion-blocks": _gguf_written("block_count is 1000000000, but the file holds 1 blocks", block_count=10**9),
+    "gguf-huge-width": _gguf_written("embedding_length is 1000000000", embedding_length=10**9),
+    "gguf-string-past-the-end": _gguf_long_string,
     # registry entries
     "meta-alias-bomb": _meta(ALIAS_BOMB),
     "meta-nested": _meta(b"a: " + b"[" * 50_000 + b"]" * 50_000),

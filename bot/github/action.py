@@ -107,7 +107,7 @@ def run(environ: Mapping[str, str]) -> int:
 
 
 def _run(environ: Mapping[str, str], runner: Runner) -> int:
-    from bot.registry import Registry
+    from bot.registry import Registry, folder_write_problem
 
     inputs = read_inputs(environ)
     env = read_environment(environ)
@@ -121,6 +121,9 @@ def _run(environ: Mapping[str, str], runner: Runner) -> int:
         trust_workspace(workspace)
     registry = Registry(workspace / inputs.registry)
     registry.names()  # a missing registry fails before any model is loaded
+    problem = folder_write_problem(workspace / inputs.report_dir)
+    if problem is not None:  # before any model is loaded, not after every one is checked
+        raise ConfigError(f"report-dir {inputs.report_dir}: cannot write reports there, {problem}", key="report-dir")
     repo = _RepoHandle(inputs, env)
 
     paths = _select(inputs, event, workspace, repo)

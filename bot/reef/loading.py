@@ -21,6 +21,7 @@ import logging
 import pickle
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,8 +163,8 @@ def check_not_lfs_pointer(path: Path) -> None:
 def check_safetensors(path: Path) -> None:
     """Validate a safetensors file's header against its size without reading the tensors.
 
-    The format's rules (https://huggingface.co/docs/safetensors): tensors cover the data buffer end to end, in
-    any order, without overlaps or holes, so no byte of the file is unaccounted for.
+    The format's rules: tensors cover the data buffer end to end, in any order, without overlaps or holes, so no
+    byte of the file is unaccounted for.
 
     Raises:
         ModelLoadError: for an LFS pointer, a truncated file, a header that is not JSON (or nested too deeply to
@@ -309,6 +310,100 @@ def check_config_fits_weights(config: Mapping[str, Any], shapes: Mapping[str, Se
                 "the config does not belong to these weights",
                 source=str(folder),
             )
+
+
+# GGUF metadata value types, as the format numbers them: struct formats of the scalars; 8 is a string, 9 an array.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+def check_gguf(path: Path) -> None:
+    """Read a GGUF file's header (metadata and tensor table, not the tensors) and check its sizes fit its tensors.
+
+    transformers builds the model from the metadata before it reads a tensor: a ``block_count`` of a billion would
+    allocate until the machine gives out.
+
+    Raises:
+        ModelLoadError: not GGUF, a corrupt or truncated header, or a block count or width the tensors cannot fill.
+    """
+    check_not_lfs_pointer(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            metadata, shapes = _read_gguf_header(handle, size)
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: corrupt GGUF header ({e})", source=str(path)) from e
+    architecture = metadata.get("general.architecture")
+    stored = len({int(m.group(1)) for name in shapes if (m := _GGUF_BLOCK.match(name))})
+    largest = max((d for shape in shapes.values() for d in shape), default=0)
+    for key, value in metadata.items():
+        if not isinstance(architecture, str) or not key.startswith(f"{architecture}."):
+            continue
+        field = key.removeprefix(f"{architecture}.")
+        if field == "block_count" and (not isinstance(value, int) or value > stored):
+            raise ModelLoadError(
+                f"{path}: {key} is {value}, but the file holds {stored} blocks; the GGUF metadata is corrupt",
+                source=str(path),
+            )
+        if field in ("embedding_length", "feed_forward_length") and isinstance(value, int) and value > largest:
+            raise ModelLoadError(
+                f"{path}: {key} is {value}, but no tensor in the file has a dimension that large (largest "
+                f"{largest}); the GGUF metadata is corrupt",
+                source=str(path),
+            )
+
+
+def _read_gguf_header(handle: Any, size: int) -> tuple[dict[str, object], dict[str, tuple[int, ...]]]:
+    """GGUF metadata (arrays skipped, as None) and tensor shapes, read field by field; every length is checked
+    against the file's size first.
+
+    Raises:
+        ValueError, struct.error, UnicodeDecodeError: the header is not GGUF or is cut short.
+    """
+
+    def unpack(fmt: str) -> Any:
+        data = handle.read(struct.calcsize(fmt))
+        return struct.unpack(fmt, data)[0]
+
+    def string() -> str:
+        length = unpack("<Q")
+        if length > size - handle.tell():
+            raise ValueError(f"a string of {length} bytes at byte {handle.tell()} runs past the end")
+        return str(handle.read(length).decode("utf-8"))
+
+    def value(kind: int) -> object:
+        if kind in _GGUF_SCALARS:
+            return unpack(_GGUF_SCALARS[kind])
+        if kind == 8:
+            return string()
+        if kind == 9:
+            item, count = unpack("<I"), unpack("<Q")
+            if count > size - handle.tell():
+                raise ValueError(f"an array of {count} items at byte {handle.tell()} runs past the end")
+            if item in _GGUF_SCALARS:  # a fixed-size array: skipped whole
+                handle.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+            else:
+                for _ in range(count):
+                    value(item)
+            return None
+        raise ValueError(f"unknown metadata type {kind}")
+
+    if handle.read(4) != b"GGUF":
+        raise ValueError("bad magic bytes")
+    version, n_tensors, n_fields = unpack("<I"), unpack("<Q"), unpack("<Q")
+    if version not in (2, 3) or n_tensors > size or n_fields > size:
+        raise ValueError(f"version {version} with {n_tensors} tensors and {n_fields} fields")
+    metadata = {string(): value(unpack("<I")) for _ in range(n_fields)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _ in range(n_tensors):
+        name = string()
+        n_dims = unpack("<I")
+        if n_dims > 8:
+            raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
+        shapes[name] = tuple(unpack("<Q") for _ in range(n_dims))
+        unpack("<I")  # type
+        unpack("<Q")  # offset
+    return metadata, shapes
 
 
 def _stored_blocks(shapes: Mapping[str, Sequence[int]]) -> int:
@@ -481,6 +576,7 @@ def tokenizer_files(path: Path, *, base: Path | None = None) -> TokenizerFiles:
         with path.open("rb") as handle:
             if handle.read(4) != b"GGUF":
                 raise ModelLoadError(f"{path}: not a GGUF file (bad magic bytes)", source=str(path))
+        check_gguf(path)
         return TokenizerFiles(folder=path.parent, gguf_file=path.name, source=path)
     folder = path.parent if path.is_file() else path
     return TokenizerFiles(folder=folder, source=folder)
@@ -590,8 +686,10 @@ def check_model_files(path: Path, *, base: Path | None = None) -> None:
     path = path.expanduser()
     if path.is_file() and path.suffix in {".safetensors", ".bin"}:
         path = path.parent
+    if path.is_file() and path.suffix == ".gguf":
+        tokenizer_files(path)  # checks the magic bytes and the header (check_gguf)
     if not path.is_dir():
-        return  # a GGUF file or a missing path: tokenizer_files and the loader say what is wrong
+        return  # a missing path: tokenizer_files and the loader say what is wrong
     if (path / "adapter_config.json").is_file():
         for file in _weight_files(path, "adapter_model.safetensors"):
             check_inside(file, path)
