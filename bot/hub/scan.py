@@ -387,7 +387,8 @@ def check_candidate(
 
     reader = RangeReader(api, candidate.repo_id, candidate.sha, token=options.token, budget=budget)
     try:
-        plan = inspect_candidate(api, candidate, options=options, budget=budget, reader=reader)
+        plan = inspect_candidate(api, candidate, options=options, budget=budget, reader=reader,
+                                 check_params=stage1 is None)  # fmt: skip
         if isinstance(plan, str):
             return _result(candidate, Status.SKIPPED, plan)
         why_full = _needs_full_check(candidate, options) if stage1 is not None else "stage 1 is off"
@@ -403,6 +404,11 @@ def check_candidate(
             logger.info(
                 "%s@%s: stage 1 leaves it to the full check: %s", candidate.repo_id, candidate.sha[:12], why_full
             )
+        n_params = sum(t.parameter_count for h in reader.headers.values() for t in h.tensors.values())
+        if stage1 is not None and options.max_params is not None and n_params > options.max_params:
+            return _result(candidate, Status.SKIPPED, f"{n_params:,} parameters > --max-params "
+                           f"{options.max_params:,}; stage 1 did not clear it ({why_full}); weights not downloaded",
+                           stage_bytes=(reader.bytes_read,))  # fmt: skip
         left = budget.bytes_left()
         if left is not None and plan > left:
             budget.stopped = budget.stopped or "download budget reached"
@@ -459,13 +465,21 @@ def _check_time(budget: Budget, where: str) -> None:
 
 
 def inspect_candidate(
-    api: HfApi, candidate: Candidate, *, options: ScanOptions, budget: Budget, reader: RangeReader | None = None
+    api: HfApi,
+    candidate: Candidate,
+    *,
+    options: ScanOptions,
+    budget: Budget,
+    reader: RangeReader | None = None,
+    check_params: bool = True,
 ) -> int | str:
     """Bytes to download for this candidate, or the reason to skip it; reads metadata and headers only.
 
     Args:
         reader: reads the safetensors headers by Range and counts the bytes; it keeps the headers, the file
             sizes and blob ids for stage 1 (``bot.hub.triage``). A fresh one by default.
+        check_params: skip a model over ``options.max_params``; False leaves that to the caller (stage 1 reads a
+            big model's anchor rows; only its full download is capped).
 
     Raises:
         RemoteError: the Hub failed (or the budget ran out); UnsafeWeightsError: the config needs custom code;
@@ -502,7 +516,7 @@ def inspect_candidate(
         if lie is not None:
             return f"{name}: the safetensors header lies about sizes ({lie}); weights not downloaded"
         n_params += sum(t.parameter_count for t in header.tensors.values())
-    if options.max_params is not None and n_params > options.max_params:
+    if check_params and options.max_params is not None and n_params > options.max_params:
         return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"
     return sum(size for name, size in sizes.items() if any(fnmatch.fnmatch(name, p) for p in HUB_FILES))
 

@@ -54,7 +54,8 @@ def test_unrelated_7b_shaped_candidates_are_decided_from_under_one_percent_of_th
 ) -> None:
     bodies = {repo: plant_big(hub, tmp_path, repo, seed=seed) for seed, repo in enumerate(("big/one", "big/two"))}
 
-    code = main(scan_args(hub, hub_registry, probe_file, tmp_path))
+    # --max-params caps the full check's download only: a 7B model is still triaged by Range.
+    code = main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--max-params", "1B"])
 
     assert code == ExitCode.OK
     results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
@@ -79,17 +80,19 @@ def test_a_70b_shaped_header_longer_than_the_first_read_is_read_whole(
     hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Against this toy registry a random 8192-wide embedding is not cleared (its best-of-8192 unit pairing scores
-    above the toy null), so stage 1 hands it on, and the download budget stops stage 2 before any weights."""
+    above the toy null), so stage 1 hands it on, and --max-params stops the full check before any weights."""
     body = plant_big(hub, tmp_path, "big/seventy", seed=7, shape="70b")
     assert len(body.head) > 64 * 1024  # the header alone needs a second Range request
 
-    code = main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--max-download", "1GB"])
+    code = main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--max-params", "10B"])
 
     assert code == ExitCode.OK
     report = report_of(tmp_path / "run")
     (result,) = report["results"]
-    assert result["status"] == "error" and "download budget" in result["reason"]
-    assert 0 < report["budget"]["triage_bytes"] <= len(body) // 10_000  # 138 GB of weights, a few MB read
+    assert (
+        result["status"] == "skipped" and "> --max-params 10,000,000,000; stage 1 did not clear it" in result["reason"]
+    )
+    assert 0 < result["stage_bytes"][0] == report["budget"]["triage_bytes"] <= len(body) // 10_000  # of 138 GB
     assert report["budget"]["download_bytes"] == 0
     ranges = [r.headers.get("range") for r in hub.requests if r.path.startswith("/cdn/")]
     assert ranges[:2] == ["bytes=0-65535", f"bytes=65536-{len(body.head) - 1}"]
