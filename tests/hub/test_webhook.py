@@ -105,3 +105,19 @@ def test_worker_scans_the_pushed_revision(
 def test_an_empty_secret_is_refused(queue: EventQueue) -> None:
     with pytest.raises(ConfigError, match="REEFGUARD_WEBHOOK_SECRET"):
         WebhookServer(queue, secret="", port=0)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [(b"<html>", "body is not JSON"), (b"[" * 100_000 + b"]" * 100_000, "body is JSON nested too deep")],
+    ids=["html", "nested"],
+)
+def test_a_body_that_is_not_usable_json_is_a_400_and_queues_nothing(
+    server: WebhookServer, queue: EventQueue, body: bytes, error: str
+) -> None:
+    request = urllib.request.Request(server.url, data=body, headers={"X-Webhook-Secret": SECRET}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.code == 400 and json.loads(raised.value.read()) == {"error": error}
+    assert queue.states() == []
+    assert post(server.url, payload("lab/m", "a" * 40))[0] == 202  # the receiver is still up
