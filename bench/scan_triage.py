@@ -60,7 +60,8 @@ def agreement(zoo: Path, registry: Path, work: Path) -> dict[str, Any]:
     with HubServer() as hub:
         hub.page_size = 1000
         for folder in members:
-            hub.add_repo(f"zoo/{folder.name}", folder, sha=_sha(folder.name))
+            # "--" is not allowed in Hub repo names: zoo/gpt2-prose--ft-code is served as zoo/gpt2-prose.ft-code.
+            hub.add_repo(f"zoo/{folder.name.replace('--', '.')}", folder, sha=_sha(folder.name))
         started = time.monotonic()
         staged = _scan(hub, registry, work, "two-stage")
         staged_s = time.monotonic() - started

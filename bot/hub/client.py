@@ -354,6 +354,11 @@ def hub_error(error: Exception, doing: str) -> RemoteError | None:
             return RemoteError(f"{doing}: cannot reach the Hub ({type(error).__name__}); check the network or "
                                "--endpoint", service="hub")  # fmt: skip
         return _as_remote(error, doing, f"HTTP {response.status_code}")
+    from huggingface_hub.errors import HFValidationError
+
+    if isinstance(error, HFValidationError):  # a repo id or revision the client refuses to send
+        said = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        return RemoteError(f"{doing}: the client refuses the request ({said})", service="hub")
     if isinstance(error, _GARBLED):
         logger.debug("%s: unusable answer from the Hub", doing, exc_info=error)
         kind = "nested too deep" if isinstance(error, RecursionError) else (
