@@ -395,4 +395,12 @@ def render_scan_markdown(report: ScanReport) -> str:
         f"{usage.retries} Hub calls retried after 429/5xx, {usage.waited_s:.1f} s waited."
         + (f" Stopped early: {usage.stopped}." if usage.stopped else ""),
     ]
+    staged = [r for r in report.results if r.stage is not None]
+    if staged:
+        first = sum(r.stage == 1 for r in staged)
+        lines += [
+            "",
+            f"Stage 1 (anchor rows by Range) decided {first} of {len(staged)} checked model versions and read "
+            f"{_size(usage.triage_bytes)}; stage 2 (the full check) took the other {len(staged) - first}.",
+        ]
     return "\n".join(lines) + "\n"

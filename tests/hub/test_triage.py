@@ -116,6 +116,8 @@ def test_derivatives_and_declared_sources_go_on_to_the_full_check(
     assert (claims["stage"], claims["verdict"]) == (2, "unrelated")
     assert [f["kind"] for f in claims["findings"]] == ["wrong-declaration"]
     assert (fresh["stage"], fresh["verdict"]) == (1, "unrelated")
+    markdown = (tmp_path / "run" / "hub-report.md").read_text(encoding="utf-8")
+    assert "Stage 1 (anchor rows by Range) decided 1 of 3 checked model versions" in markdown
 
 
 def test_no_triage_checks_every_candidate_in_full_with_the_same_verdicts(
