@@ -644,6 +644,33 @@ def _event(payload: bytes, needle: str) -> Callable[[World], Case]:
     return build
 
 
+def _report_is_a_file(w: World) -> Case:
+    path = w.root / "report.md"
+    path.write_text("not a folder\n", encoding="utf-8")
+    w.extra_dirs.append(path)
+    argv = ["check", str(w.model()), "--registry", str(w.registry), "--probes", str(w.probes), "--report", str(path)]
+    return Case(argv, ExitCode.USAGE, "--report", timeout_s=20)
+
+
+def _action_report_dir_is_a_file(w: World) -> Case:
+    workspace = w.root / "workspace"
+    workspace.mkdir()
+    shutil.copytree(w.registry, workspace / "fingerprints")
+    w.registry = workspace / "fingerprints"
+    (workspace / "reefguard-report").write_text("a file where the reports go\n", encoding="utf-8")
+    w.extra_dirs.append(workspace / "reefguard-report")
+    shutil.copytree(DEMO_MODELS / "source", workspace / "models" / "mine")
+    event = w.root / "event.json"
+    event.write_text('{"inputs": {}}', encoding="utf-8")
+    env = {
+        "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_WORKSPACE": str(workspace), "GITHUB_REPOSITORY": "octo/models", "GITHUB_SHA": "b" * 40,
+        "GITHUB_API_URL": "http://127.0.0.1:9", "INPUT_TOKEN": GITHUB_TOKEN, "INPUT_REGISTRY": "fingerprints",
+        "INPUT_PATHS": "models/mine",
+    }  # fmt: skip
+    return Case(["action"], ExitCode.USAGE, "report-dir", env=env, annotation=True, timeout_s=30)
+
+
 CASES: dict[str, Callable[[World], Case]] = {
     # safetensors headers and offsets
     "header-nested-json": _weights(_header(NESTED), "nested too deeply"),
@@ -742,6 +769,8 @@ CASES: dict[str, Callable[[World], Case]] = {
     "registry-name-taken": _registry_name_taken,
     "registry-missing": _registry_missing,
     "registry-name-escapes": _bad_name,
+    "report-is-a-file": _report_is_a_file,
+    "action-report-dir-is-a-file": _action_report_dir_is_a_file,
     # probe files
     "probes-empty": _probes("probes.txt", b"", "probes.txt"),
     "probes-jsonl-not-json": _probes("probes.jsonl", b'{"text": "a"}\n{oops\n', "line 2"),

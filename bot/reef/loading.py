@@ -576,7 +576,6 @@ def tokenizer_files(path: Path, *, base: Path | None = None) -> TokenizerFiles:
         with path.open("rb") as handle:
             if handle.read(4) != b"GGUF":
                 raise ModelLoadError(f"{path}: not a GGUF file (bad magic bytes)", source=str(path))
-        check_gguf(path)
         return TokenizerFiles(folder=path.parent, gguf_file=path.name, source=path)
     folder = path.parent if path.is_file() else path
     return TokenizerFiles(folder=folder, source=folder)
@@ -687,7 +686,8 @@ def check_model_files(path: Path, *, base: Path | None = None) -> None:
     if path.is_file() and path.suffix in {".safetensors", ".bin"}:
         path = path.parent
     if path.is_file() and path.suffix == ".gguf":
-        tokenizer_files(path)  # checks the magic bytes and the header (check_gguf)
+        tokenizer_files(path)  # the magic bytes
+        check_gguf(path)
     if not path.is_dir():
         return  # a missing path: tokenizer_files and the loader say what is wrong
     if (path / "adapter_config.json").is_file():
@@ -798,6 +798,7 @@ class GgufLoader:
 
     def load(self, path: Path, *, base: Path | None, dtype: str, with_lm_head: bool) -> LoadedModel:
         files = tokenizer_files(path)
+        check_gguf(path)
         config = files.load_config()
         model = _from_pretrained(
             lambda: _auto_class(with_lm_head).from_pretrained(
