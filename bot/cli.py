@@ -283,9 +283,10 @@ def thread_count(requested: int | None, environ: Mapping[str, str]) -> int | Non
     """The torch thread count for this run, or None to leave ``OMP_NUM_THREADS`` as the environment set it.
 
     ``--threads`` first, then ``REEFGUARD_THREADS``, then an ``OMP_NUM_THREADS`` already set; otherwise the cores
-    this process may use minus the 1-minute load average, at least 1. Measured on 2 cores busy with other work,
-    a ``check`` took 44 s with torch's default of 2 threads and 9.5 s with 1: OpenMP threads that wait for a
-    busy core spin instead of working. On idle cores every core is used.
+    this process may use minus the 1-minute load average, at least 1. Measured on 2 cores busy with other work
+    (load average 4.5-5.6), ``check demo/models/finetune`` took 51-68 s with torch's default of 2 threads and
+    18.6-19.1 s with 1 (this policy chose 1: 17.9-18.9 s); OpenMP threads that wait for a busy core spin instead
+    of working. On idle cores every core is used, as torch's default does.
 
     Raises:
         ConfigError: ``--threads`` or ``REEFGUARD_THREADS`` is not a positive integer.
@@ -305,9 +306,13 @@ def thread_count(requested: int | None, environ: Mapping[str, str]) -> int | Non
     return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
-def _apply_threads(count: int | None) -> None:
+def apply_threads(count: int | None) -> None:
     """Set the thread count where torch and its OpenMP runtime read it: the environment, before torch is
-    imported (it is imported lazily; child processes inherit it), and torch itself if it is loaded already."""
+    imported (it is imported lazily; child processes inherit it), and torch itself if it is loaded already.
+
+    Args:
+        count: threads, or None to change nothing (``thread_count``'s answer when the environment decides).
+    """
     if count is None:
         return
     os.environ["OMP_NUM_THREADS"] = str(count)
@@ -328,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _output.error(f"reefguard: error: registry {args.action} needs a NAME")
         return ExitCode.USAGE
     try:
-        _apply_threads(thread_count(args.threads, os.environ))  # once, here: every command inherits it
+        apply_threads(thread_count(args.threads, os.environ))  # once, here: every command inherits it
         return ExitCode(args.handler(args))
     except ConfigError as e:
         _output.error(f"reefguard: error: {e}")

@@ -20,6 +20,18 @@ LEAKY_VARIABLES = {"CI", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "R
                    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}  # fmt: skip
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The test run follows the CLI's thread policy (``bot.cli.thread_count``): on cores busy with other work,
+    torch's default of one thread per core ran a ``check`` about 3x slower, and the whole suite 6x slower.
+    Tests that call ``main()`` and subprocesses inherit it; ``REEFGUARD_THREADS`` or ``OMP_NUM_THREADS``
+    override it."""
+    import os
+
+    from bot.cli import apply_threads, thread_count
+
+    apply_threads(thread_count(None, os.environ))
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No CI, GitHub or Hub settings leak in; caches go to tmp; the default registry location is a trap."""
