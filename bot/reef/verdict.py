@@ -687,6 +687,73 @@ def compare(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightJudgement:
+    """What the weights alone say about a suspect (``WeightJudge``).
+
+    Attributes:
+        unrelated: True when every source is cleared on the weights: each has weight evidence and a Holm-adjusted
+            weight p-value of at least ``UNRELATED_P``, so the full check could not call the suspect derived.
+        reason: one sentence: the closest source, or why the weights cannot decide.
+        evidence: per source, its weight evidence (None where the weights cannot be compared).
+    """
+
+    unrelated: bool
+    reason: str
+    evidence: Mapping[str, WeightEvidence | None]
+
+
+class WeightJudge:
+    """The registry's sources with their weight nulls and ceilings, prepared once, to judge many suspects by their
+    anchor rows alone (rules 2, 3 and 5): the first stage of a Hub scan, which reads only those rows.
+
+    Args:
+        registry: the known fingerprints; ``role == "source"`` entries are judged against, all calibrate.
+
+    Example:
+        >>> WeightJudge([]).judge(Anchors(("a",), np.zeros((1, 2), dtype=np.float32))).reason
+        'the registry has no sources'
+    """
+
+    def __init__(self, registry: Iterable[Fingerprint]) -> None:
+        entries = list(registry)
+        sources = [index for index, entry in enumerate(entries) if entry.role == "source"]
+        masks = _unrelated_masks(entries, sources)
+        self.sources = [entries[index] for index in sources]
+        self.nulls = [_weight_null(entries[i], entries, mask) for i, mask in zip(sources, masks, strict=True)]
+        self.ceilings = _weight_ceilings(self.nulls)
+
+    def judge(self, suspect: Anchors) -> WeightJudgement:
+        """Whether the weights clear ``suspect`` of every source; anything short of that is for the full check."""
+        if not self.sources:
+            return WeightJudgement(unrelated=False, reason="the registry has no sources", evidence={})
+        found = {
+            source.name: _weight_evidence(source.anchors, suspect, null, self.ceilings)
+            for source, null in zip(self.sources, self.nulls, strict=True)
+        }
+        calibrated = {name: e for name, e in found.items() if e is not None and e.p_value is not None}
+        if len(calibrated) < len(found):
+            missing = ", ".join(name for name in found if name not in calibrated)
+            return WeightJudgement(
+                unrelated=False,
+                reason=f"no calibrated weight evidence for {missing} (too few shared anchor tokens or fewer than "
+                f"{MIN_NULL} unrelated entries)",
+                evidence=found,
+            )
+        p_values = [e.p_value if e.p_value is not None else 1.0 for e in calibrated.values()]
+        adjusted = dict(zip(calibrated, _holm(p_values), strict=True))
+        closest = min(adjusted, key=lambda name: adjusted[name])
+        evidence = calibrated[closest]
+        described = f"{closest} {evidence.score:.3f} on {evidence.statistic}, adjusted p {adjusted[closest]:.2g}"
+        if adjusted[closest] < UNRELATED_P:
+            return WeightJudgement(unrelated=False, reason=f"not cleared: {described}", evidence=found)
+        return WeightJudgement(
+            unrelated=True,
+            reason=f"unrelated on the weights to all {len(found)} sources (closest: {described})",
+            evidence=found,
+        )
+
+
 def _judge(
     evidence: Sequence[dict[str, Any]], fp: Fingerprint, alpha: float, weight_ceilings: Mapping[str, float]
 ) -> list[SourceMatch]:

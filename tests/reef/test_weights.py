@@ -13,7 +13,7 @@ from bot.errors import RegistryError
 from bot.reef.fingerprint import Fingerprint, fingerprint_model
 from bot.reef.loading import load_model
 from bot.reef.probes import ProbeSet
-from bot.reef.verdict import WEIGHT_FLOOR, Evidence, Verdict, compare
+from bot.reef.verdict import WEIGHT_FLOOR, Evidence, Verdict, WeightJudge, compare
 from bot.reef.weights import MIN_SHARED, Anchors, align
 from bot.registry import ANCHOR_ROWS_FILE, ANCHOR_TOKENS_FILE, Registry
 from tests.builders import DEMO_MODELS, copy_tokenizer
@@ -206,3 +206,20 @@ def old_digest(fp: Fingerprint) -> str:
     from bot.reef.fingerprint import fingerprint_digest
 
     return fingerprint_digest(fp.grams, fp.probe_basis, fp.probe_sha256)
+
+
+def test_the_weight_judge_clears_an_independent_model_and_holds_back_a_derivative(
+    fingerprints: dict[str, Fingerprint],
+) -> None:
+    """A Hub scan's first stage: the anchor rows alone, judged as ``compare`` judges them."""
+    entries = registry(fingerprints, ("source",))
+    judge = WeightJudge(entries)
+    for name, unrelated in (("unrelated", True), ("finetune", False), ("rotated-finetune", False)):
+        suspect = fingerprints[name]
+        assert suspect.anchors is not None
+        judgement = judge.judge(suspect.anchors)
+        assert judgement.unrelated is unrelated, judgement.reason
+        found, checked = judgement.evidence["source"], compare(suspect, entries).matches[0].weights
+        assert found is not None and checked is not None and found.p_value == pytest.approx(checked.p_value)
+    few = Anchors(("a", "b"), np.ones((2, 64), dtype=np.float32))
+    assert not judge.judge(few).unrelated and "no calibrated weight evidence" in judge.judge(few).reason
