@@ -1,6 +1,6 @@
 """Performance of reefguard on this machine, in one run (issue 7): `.venv/bin/python bench/perf.py`.
 
-a. `reefguard fingerprint` vs REEF's reference procedure (../shared/research/reef.md: whole model in float32,
+a. `reefguard fingerprint` vs REEF's reference procedure (as the REEF paper's code runs it: whole model in float32,
    batch size 1, forward hooks on every block, autograd left on), on Gemma 3 270M (the PyPI GGUF, converted
    once to a bfloat16 safetensors folder under .cache/bench) and the 610 default probes: wall time and peak
    RSS of each process, as ratios; and the CKA between the two runs' states (they must agree).

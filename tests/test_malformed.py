@@ -783,9 +783,7 @@ CASES: dict[str, Callable[[World], Case]] = {
     "event-not-json": _event(b"<html>", "not JSON"),
     "event-not-object": _event(b"[1]", "not a JSON object"),
 }
-# A .jsonl probe file nested thousands deep: refused, but with exit 3 until bot/reef/probes.py catches
-# RecursionError as the ConfigError it is (asked of the lead).
-XFAIL = {"probes-jsonl-nested": "bot/reef/probes.py lets RecursionError reach the CLI's safety net (exit 3, not 2)"}
+# A .jsonl probe file nested thousands deep.
 CASES["probes-jsonl-nested"] = _probes("probes.jsonl", b'{"text": ' + NESTED + b"}\n", "nested")
 
 
@@ -813,9 +811,7 @@ def _assert_clean(result: Result, case: Case, world: World, before: dict[str, di
                 assert token.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.xfail(reason=XFAIL[n])) if n in XFAIL else n for n in CASES]
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_malformed_input_fails_cleanly(name: str, world: World, runner: Runner) -> None:
     case = CASES[name](world)
     before = {str(p): _snapshot(p) for p in (world.registry, world.report, *world.extra_dirs)}

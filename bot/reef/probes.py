@@ -173,6 +173,8 @@ def _parse_jsonl(text: str, *, where: str, path: Path | None = None) -> list[str
                 f"{where}: line {number} is not valid JSON ({e.msg} at column {e.colno}); {_JSONL_HINT}",
                 path=path,
             ) from e
+        except RecursionError as e:
+            raise ConfigError(f"{where}: line {number} is nested too deeply to read; {_JSONL_HINT}", path=path) from e
         value = record.get("text") if isinstance(record, dict) else None
         if not isinstance(value, str):
             raise ConfigError(

@@ -1,7 +1,8 @@
 """From CKA grids to a calibrated verdict: derived, merged, unrelated or inconclusive.
 
 A bare CKA threshold does not work: an independently trained model of the same architecture on the same data
-scores 0.76-0.94 (REEF appendix F; DESIGN.md), so what counts as "high" depends on the source. The rule:
+scores 0.76-0.94 (REEF appendix F, and the same on our tiny models), so what counts as "high" depends on the
+source. The rule:
 
 0. **Conditioning** (on by default; ``conditioned=False`` gives REEF's plain CKA). The part of each Gram that
    the probes' surface alone predicts (last characters, length; ``bot.reef.probes.surface_basis``) is

@@ -1,28 +1,33 @@
-"""Weight-level evidence: does a suspect carry a source's embedding rows, up to a relabelling of hidden units?
+"""Weight-level evidence: does a suspect carry a source's embedding rows, up to a reparametrization?
 
 REEF compares what models compute; an independently trained model of the same architecture on the same data
-computes much the same, so representations alone cannot clear it (DESIGN.md). Weights can: a fine-tune,
-pruned, quantized, merged or re-labelled copy keeps the source's coordinates, an independent model does not.
+computes much the same (REEF scores it 0.76-0.94), so representations alone cannot clear it. Weights can: a
+fine-tuned, pruned, quantized, merged, permuted or rotated copy keeps the source's rows up to a map of the hidden
+space, an independent model does not.
 
 The evidence, for two models whose vocabularies share tokens:
 
 1. **Anchors.** Each fingerprint keeps the input-embedding rows of its anchor tokens: the tokens the probes
    use most, at most ``MAX_ANCHORS`` rows and ``ANCHOR_BYTES`` in float16 (512 rows up to 1953 wide; 244
    of a 4096-wide one). Tokens are matched by their string, so an extended vocabulary changes nothing.
-2. **Alignment.** Over the shared tokens, every source unit is correlated with every suspect unit, and the
-   assignment problem (Hungarian, on absolute correlations) pairs them one to one. Correlation ignores a
-   unit's scale and sign; the assignment undoes any permutation; a narrower suspect (pruned channels) is
-   paired unit for unit. The score is the mean absolute correlation over the pairs: about 0.98 for a
-   fine-tune of a tiny model, 0.5 for an independent one of the same architecture, tokenizer and data.
-3. **Null.** Independent models are not at 0: trained embeddings share token statistics, and the assignment
+2. **Fine parts.** The source's ``COARSE_DIRECTIONS`` strongest token-space directions, which every trained
+   embedding shares, are dropped from both models' rows (``fine_parts``).
+3. **Two statistics** (``STATISTICS``). *Units*: every source unit is correlated with every suspect unit and
+   the assignment problem (Hungarian, on absolute correlations) pairs them one to one; the score is the mean
+   absolute correlation of the pairs, unchanged by permuting, rescaling or negating units. *Geometry*: the
+   debiased CKA of the two sets of rows, which sees only the tokens' inner products and so is unchanged by any
+   rotation of the residual stream (what SliceGPT, QuaRot and SpinQuant apply), which scrambles the units.
+4. **Null.** Independent models are not at 0: trained embeddings share token statistics, and the assignment
    picks the best of many pairings. Measured on the demo models, an independent model sits 4 to 7 standard
    deviations above randomly rotated copies of itself, so a rotation null would accuse. The p-value instead
    treats the suspect as one more model unrelated to the source, as ``bot.reef.verdict`` does for CKA: the
-   scores of the source against the registry's unrelated entries form the null.
-4. **Merge coefficients.** Non-negative least squares of the suspect's shared rows on the sources' aligned
+   scores of the source against the registry's unrelated entries form the null, one per statistic.
+5. **Merge coefficients.** Non-negative least squares of the suspect's shared rows on the sources' aligned
    rows (``fit_sources``) says what share of each a merge holds, and what each source's term is; the
    suspect less the other sources' terms is what ``bot.reef.verdict`` (rule 6) aligns a merge's component
    with (a 0.4 share correlates only about 0.55 with the merge, about 1.0 with what the 0.6 share leaves).
+   ``source_share`` measures one source's share on the fine parts, which a parent outside the registry does
+   not bias (rule 7).
 """
 
 from __future__ import annotations
