@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--cap-ratio", type=float, default=1.3, help="loss cap as a multiple of the base's loss")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", type=Path, default=RESULTS / "trap2_gemma")
+    parser.add_argument("--overhead-rounds", type=int, default=0,
+                        help="only measure the overhead: alternating rounds of protected and plain steps")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
@@ -162,6 +164,9 @@ def main() -> None:
     loads = {"start": load_average()}
     base = base_folder()
     data = write_corpora(args.out / "data")
+    if args.overhead_rounds:
+        measure_overhead(base, data["task_train"], args)
+        return
 
     loaded = load_model(base, dtype="float32", with_lm_head=True)
     windows = validation_windows(loaded.load_tokenizer(), [data["task_val"]], context=args.context,
@@ -268,6 +273,73 @@ def main() -> None:
     if args.results == RESULTS / "trap2_gemma":
         update_docs(page)
     logger.info("wrote %s.{md,json} in %.0f s", args.results, total_seconds)
+
+
+def measure_overhead(base: Path, text: Path, args: argparse.Namespace, steps_per_round: int = 4) -> None:
+    """Seconds per step of Trap² and of plain LoRA training, in alternating rounds on the same batches and load.
+
+    Protected and twin runs one after the other see different loads on shared cores; alternating short rounds
+    (each a fresh LoRA, evaluation excluded) compares them under the same load. Writes
+    ``<results>_overhead.{md,json}``.
+    """
+    import statistics
+
+    import torch
+
+    from bot.reef.loading import load_model
+    from bot.trap2.config import ProtectConfig
+    from bot.trap2.data import prepare
+    from bot.trap2.training import train_update, trainable_model
+
+    loaded = load_model(base, dtype="float32", with_lm_head=True)
+    config = ProtectConfig(form="lora", lam=args.lam, lr=args.lr, loss_cap=None, weight="inv", steps=steps_per_round,
+                           eval_every=steps_per_round, batch_size=args.batch_size, context=args.context,
+                           max_val_windows=1, lora_r=16, lora_alpha=16, lora_dropout=0.0)  # fmt: skip
+    data = prepare(loaded.load_tokenizer(), [text], context=args.context, val_fraction=0.1, max_val_windows=1)
+    per_step: dict[str, list[float]] = {"protected": [], "plain": []}
+    loads = [load_average()]
+    for _ in range(args.overhead_rounds):
+        for name, settings in (("protected", config), ("plain", config.twin())):
+            model, _ = trainable_model(loaded.model, settings)
+            summary = train_update(model, data, settings)
+            per_step[name].append(summary.train_seconds / summary.steps_run)
+            del model
+        loads.append(load_average())
+    median = {name: statistics.median(times) for name, times in per_step.items()}
+    result = {
+        "command": f"OMP_NUM_THREADS=1 .venv/bin/python bench/trap2_gemma.py --overhead-rounds {args.overhead_rounds} "
+        f"--batch-size {args.batch_size} --context {args.context} --threads {args.threads}",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "load_average": loads,
+        "steps_per_round": steps_per_round,
+        "seconds_per_step": per_step,
+        "median": median,
+        "overhead": median["protected"] / median["plain"],
+    }
+    path = args.results.parent / f"{args.results.name}_overhead"
+    path.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    lines = [
+        "# Trap² training overhead on Gemma 3 270M (LoRA r = 16, every linear layer, CPU)",
+        "",
+        f"Written by `{result['command']}`: {args.overhead_rounds} alternating rounds of {steps_per_round} "
+        f"protected (λ = {args.lam:g}, no loss cap, so no backward is skipped) and {steps_per_round} plain steps, "
+        f"{args.batch_size} × {args.context} tokens, fresh LoRA each round, evaluation excluded; "
+        f"{args.threads} torch thread(s), torch {result['torch']}; load average (1, 5, 15 min) per round: "
+        + "; ".join(loads)
+        + ".",
+        "",
+        "| | s/step (median) | all rounds |",
+        "|---|---:|---|",
+        *(
+            f"| {name} | {median[name]:.2f} | {', '.join(f'{t:.2f}' for t in times)} |"
+            for name, times in per_step.items()
+        ),
+        f"| **overhead** | **{result['overhead']:.2f}×** | |",
+        "",
+    ]
+    path.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+    logger.info("%s", "\n".join(lines))
 
 
 def update_docs(page: str) -> None:
