@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import ModelInfo
 
-    from bot.hub.triage import RangeReader, TensorSpan, TokenizerCache, WeightTriage
+    from bot.hub.triage import RangeReader, TensorSpan, TokenizerCache
     from bot.reef.probes import ProbeSet
-    from bot.reef.verdict import Report
+    from bot.reef.verdict import Report, WeightJudge
     from bot.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def candidate_at(api: HfApi, repo_id: str, revision: str | None, *, budget: Budg
 class Stage1:
     """What stage 1 shares across a scan's candidates: the sources' weight nulls, the tokenizer cache, the probes."""
 
-    judge: WeightTriage
+    judge: WeightJudge
     tokenizers: TokenizerCache
     probes: ProbeSet
 
@@ -293,11 +293,12 @@ class Stage1:
         """Load the registry's weight nulls and the probes once (``ConfigError`` for a bad probe set)."""
         from huggingface_hub import constants
 
-        from bot.hub.triage import TokenizerCache, WeightTriage
+        from bot.hub.triage import TokenizerCache
         from bot.reef.probes import load_probes
+        from bot.reef.verdict import WeightJudge
 
         root = (options.cache_dir or Path(constants.HF_HUB_CACHE)) / "reefguard-tokenizers"
-        return cls(WeightTriage(list(registry)), TokenizerCache(root), load_probes(options.probes))
+        return cls(WeightJudge(registry), TokenizerCache(root), load_probes(options.probes))
 
 
 def scan(

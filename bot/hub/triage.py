@@ -11,9 +11,9 @@ each candidate stage 1 reads:
 3. the embedding rows of the anchor tokens, rows closer than ``ROW_GAP_BYTES`` read in one request
    (``coalesce``): anchor tokens are frequent, low ids, so a 7B model's 244 rows take a handful of requests.
 
-The suspect's ``Anchors`` are then judged against every registry source by the weights alone. A confident
-"unrelated" (every source's adjusted weight p-value >= ``UNRELATED_P``, as ``check`` adjusts it) ends the
-candidate; a match,
+The suspect's ``Anchors`` are then judged against every registry source by the weights alone
+(``bot.reef.verdict.WeightJudge``, the rules ``check`` applies to the weights). A confident "unrelated" (every
+source's adjusted weight p-value >= ``UNRELATED_P``) ends the candidate; a match,
 anything inconclusive, too few shared tokens, a source without anchors or null, an embedding that cannot be
 located, or a card that declares a registry source, goes to stage 2 (the full check, ``bot.hub.scan``).
 Each stage's bytes are counted (``RangeReader.bytes_read``) and reported per candidate.
@@ -40,9 +40,8 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
     from bot.hub.client import Budget
-    from bot.reef.fingerprint import Fingerprint
     from bot.reef.probes import ProbeSet
-    from bot.reef.weights import Anchors
+    from bot.reef.verdict import WeightJudge
 
 logger = logging.getLogger(__name__)
 
@@ -327,98 +326,6 @@ class TokenizerCache:
         return candidates
 
 
-# ADAPTER (issue 16). Stands in for a function of bot.reef.verdict that judges a suspect's anchors against the
-# registry's sources by the weights alone, with the nulls computed once per registry:
-#     judge_weights(suspect: Anchors, registry: Iterable[Fingerprint], *, alpha: float = DEFAULT_ALPHA)
-#         -> WeightJudgement(verdict: Verdict, reason: str, per_source: tuple[WeightEvidence | None, ...])
-# (or a ``WeightJudge(registry)`` object with ``.judge(anchors)``, so a scan of thousands of candidates does not
-# recompute the sources' nulls). Until then this mirrors rules 2, 3 and 5 of bot.reef.verdict through its
-# public statistics (bot.reef.weights.weight_scores): a null per source and statistic over the entries not
-# related to it, Fisher-atanh prediction p-values, Bonferroni over statistics, Holm over sources: "unrelated"
-# needs every source's adjusted p >= UNRELATED_P, as rule 5 does when the weights decide every source. It cannot
-# see what only the full check sees: a suspect whose representations match a source while its weights do not
-# (rule 5 calls that inconclusive, a distilled student) is called unrelated here.
-@dataclass(frozen=True, slots=True)
-class WeightCall:
-    """Stage 1's call: ``unrelated`` is True only when the weights clear every source; reason says why."""
-
-    unrelated: bool
-    reason: str
-
-
-class WeightTriage:
-    """The registry's sources and their weight nulls, prepared once per scan; ``judge`` takes a suspect's anchors."""
-
-    def __init__(self, entries: Sequence[Fingerprint]) -> None:
-        from bot.reef.weights import weight_scores
-
-        self.sources = [entry for entry in entries if entry.role == "source"]
-        self.nulls: dict[str, dict[str, list[float]]] = {}
-        for source in self.sources:
-            null: dict[str, list[float]] = {}
-            for entry in entries:
-                if entry is source or _related(source, entry) or source.anchors is None or entry.anchors is None:
-                    continue
-                found = weight_scores(source.anchors, entry.anchors)
-                if found is not None:
-                    for statistic, score in found[0].items():
-                        null.setdefault(statistic, []).append(score)
-            self.nulls[source.name] = null
-
-    def judge(self, suspect: Anchors) -> WeightCall:
-        """Unrelated when every source's weight p-value, Bonferroni over the statistics (as ``WeightEvidence``)
-        and Holm over the sources (rule 3), is at least ``UNRELATED_P``; anything else is left to stage 2."""
-        from bot.reef.verdict import MIN_NULL, UNRELATED_P
-        from bot.reef.weights import MIN_SHARED, weight_scores
-
-        if not self.sources:
-            return WeightCall(False, "the registry has no sources")
-        p_values: dict[str, tuple[float, str]] = {}
-        for source in self.sources:
-            if source.anchors is None:
-                return WeightCall(False, f"{source.name} has no anchor rows (an entry older than weight evidence)")
-            found = weight_scores(source.anchors, suspect)
-            if found is None:
-                return WeightCall(False, f"shares fewer than {MIN_SHARED} anchor tokens with {source.name}")
-            null = self.nulls[source.name]
-            tests = {}
-            for statistic, score in found[0].items():
-                values = null.get(statistic, [])
-                if len(values) < MIN_NULL:
-                    return WeightCall(False, f"{source.name}'s {statistic} null has {len(values)} entries")
-                tests[statistic] = (_prediction_p(score, np.asarray(values)), score)
-            statistic = min(tests, key=lambda name: tests[name][0])
-            p, score = tests[statistic]
-            p_values[source.name] = (min(1.0, len(tests) * p), f"{source.name} {statistic} {score:.3f}")
-        # Holm's adjusted p-values never fall below the smallest one times the number of sources.
-        name = min(p_values, key=lambda n: p_values[n][0])
-        adjusted = min(1.0, len(p_values) * p_values[name][0])
-        if adjusted < UNRELATED_P:
-            return WeightCall(False, f"{p_values[name][1]} (adjusted p {adjusted:.2g} < {UNRELATED_P}): not cleared")
-        return WeightCall(True, f"unrelated on the weights to all {len(p_values)} sources (closest: "
-                                f"{p_values[name][1]}, adjusted p {adjusted:.2g})")  # fmt: skip
-
-
-def _related(a: Fingerprint, b: Fingerprint) -> bool:
-    """Declared relatives (rule 2 of bot.reef.verdict): never in each other's null."""
-    return a.name in b.related or b.name in a.related or bool(set(a.related) & set(b.related))
-
-
-def _prediction_p(score: float, null: NDArray[np.float64]) -> float:
-    """One-sided prediction p of ``score`` as one more draw from ``null`` on Fisher's atanh scale (rule 3)."""
-    from scipy import special
-
-    limit = 1 - 1e-7
-    fisher = np.arctanh(np.clip(null, -limit, limit))
-    value = float(np.arctanh(np.clip(score, -limit, limit)))
-    mean, std = float(fisher.mean()), max(float(fisher.std(ddof=1)), 1e-6)
-    t = (value - mean) / (std * math.sqrt(1 + 1 / len(fisher)))
-    return float(special.stdtr(len(fisher) - 1, -t))
-
-
-# --- end of ADAPTER ----------------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TriageResult:
     """Stage 1's outcome for one candidate.
@@ -438,7 +345,7 @@ def triage(
     sizes: Mapping[str, int],
     blob_ids: Mapping[str, str],
     *,
-    judge: WeightTriage,
+    judge: WeightJudge,
     tokenizers: TokenizerCache,
     probes: ProbeSet,
     batch_size: int,
