@@ -32,7 +32,7 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 def test_example_workflows_exist() -> None:
     assert [path.name for path in WORKFLOWS] == [
-        "hub-scan.yml", "protect.yml", "pull_request.yml", "push.yml", "schedule.yml"]  # fmt: skip
+        "hub-scan.yml", "protect.yml", "pull_request.yml", "push.yml", "references.yml", "schedule.yml"]  # fmt: skip
 
 
 def test_action_yml_matches_the_github_action_schema() -> None:
