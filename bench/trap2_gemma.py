@@ -266,9 +266,9 @@ def main() -> None:
         "report": report.to_dict(),
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n",
-                                                  encoding="utf-8")  # fmt: skip
-    page = render_results(result, render_markdown(report))
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    args.results.with_suffix(".json").write_text(repo_relative(text), encoding="utf-8")
+    page = repo_relative(render_results(result, render_markdown(report)))
     args.results.with_suffix(".md").write_text(page, encoding="utf-8")
     if args.results == RESULTS / "trap2_gemma":
         update_docs(page)
@@ -340,6 +340,11 @@ def measure_overhead(base: Path, text: Path, args: argparse.Namespace, steps_per
     ]
     path.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     logger.info("%s", "\n".join(lines))
+
+
+def repo_relative(text: str) -> str:
+    """``text`` with this checkout's absolute path removed (results name files relative to the repository)."""
+    return text.replace(f"{REPO}/", "")
 
 
 def update_docs(page: str) -> None:
