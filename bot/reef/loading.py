@@ -927,7 +927,7 @@ def _check_every_adapter_tensor_applied(
     """PEFT only warns when adapter tensors match no module; a silently unapplied adapter is an error here."""
     from peft.utils import get_peft_model_state_dict
 
-    applied = set(get_peft_model_state_dict(adapted))
+    applied = set(get_peft_model_state_dict(adapted, save_embedding_layers=False))  # no Hub lookup
     missing = sorted(key for key in stored if _renamed(key, key_mapping) not in applied)
     if missing:
         raise ModelLoadError(
