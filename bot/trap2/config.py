@@ -1,6 +1,6 @@
 """Trap² training settings: one frozen dataclass, validated once, with the paper's defaults.
 
-Defaults follow the official Trap² code for LLM LoRA (research/trap2.md §4): s ∈ [0.05, 0.95] ∪ [1.05, 2.0],
+Defaults follow the official Trap² code for LLM LoRA: s ∈ [0.05, 0.95] ∪ [1.05, 2.0],
 w(s) = 1/√s, gradient clipping at 1.0, AdamW with a linear schedule and 2 % warm-up, early stopping on the nominal
 (s = 1) validation loss. λ and the learning rate are set for the small models this project trains on CPU (the
 paper's λ = 1e-2 and lr = 1e-4 are for an 8B model trained for thousands of steps); see README.md, "Trap² protection".
@@ -8,8 +8,10 @@ paper's λ = 1e-2 and lr = 1e-4 are for an 8B model trained for thousands of ste
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import ConfigError
@@ -151,3 +153,20 @@ class ProtectConfig:
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}", key=key)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (an adapter's config, a run's metadata).
+
+    Raises:
+        ConfigError: the file is not valid JSON, is nested too deeply to read, or holds no object.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as e:
+        raise ConfigError(f"{path}: JSON nested too deeply to read", path=path) from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})", path=path) from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a JSON object", path=path)
+    return data

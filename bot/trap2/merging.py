@@ -12,7 +12,7 @@ coefficient grid; ``MERGES`` is the literal table. Our own few lines of torch, w
 - ``dare``: drop each entry of each τ_i with probability p, rescale the survivors by 1/(1 − p), then λ·Σ
   (Yu et al. 2024). One seeded mask per setting.
 - ``asymmetric``: τ_protected + c·Σ τ_other: the protected update kept at exactly its authorised scale 1 and the
-  others down-weighted — an attacker who knows the defence (research/trap2.md §8.1; not in the paper).
+  others down-weighted — an attacker who knows the defence (our addition; not in the paper).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class Dare:
 class Asymmetric:
     coefficients: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
     name: str = "asymmetric"
-    reference: str = "research/trap2.md §8.1 (protected kept at 1.0, others down-weighted)"
+    reference: str = "reefguard (protected kept at 1.0, others down-weighted; not in the Trap² paper)"
 
     def settings(self) -> tuple[Params, ...]:
         return tuple({"others": c} for c in self.coefficients)

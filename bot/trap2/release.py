@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bot.errors import ConfigError, RemoteError
+from bot.trap2.config import read_json_object
 from bot.trap2.training import METADATA_FILE, read_metadata
 
 if TYPE_CHECKING:
@@ -200,12 +201,7 @@ def _point_adapter_at(folder: Path, base_model: str) -> None:
     path = folder / "adapter_config.json"
     if not path.is_file():
         return
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})", path=path) from e
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: not a JSON object", path=path)
+    config = read_json_object(path)
     config["base_model_name_or_path"] = base_model
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -1,4 +1,4 @@
-"""The scale s: how it is drawn, weighted and applied to an update (research/trap2.md §2–3).
+"""The scale s: how it is drawn, weighted and applied to an update (the Trap² paper, sections 2-3).
 
 An update is applied at scale s in one of two ways, both exact rescalings of ΔW:
 

@@ -1,6 +1,6 @@
 """Protect: train an update with the Trap² objective, and its plain twin (λ = 0) with the same settings.
 
-Per step (research/trap2.md §2, "Algorithm 1"), on one batch:
+Per step (the Trap² paper's "Algorithm 1"), on one batch:
 
 1. snapshot the RNG state, so the scaled pass replays the nominal pass's dropout masks;
 2. nominal loss ``L_1`` at s = 1; backward (frees the graph);
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, TrainingError
 from bot.progress import progress_bar
-from bot.trap2.config import ProtectConfig
+from bot.trap2.config import ProtectConfig, read_json_object
 from bot.trap2.data import TokenData, prepare
 from bot.trap2.scaling import causal_lm_loss, full_scaled, lora_scaled, mean_loss, sample_scale, scale_weight
 
@@ -525,10 +525,4 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
     path = folder / METADATA_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})", path=path) from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: not a JSON object", path=path)
-    return data
+    return read_json_object(path)
