@@ -60,10 +60,22 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
                         help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")  # fmt: skip
 
 
-def _check_options(parser: argparse.ArgumentParser) -> None:
-    """Everything that decides how one model is checked and where results go (scan and serve)."""
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """How Hub models are fetched and fingerprinted, for every command that fingerprints them."""
     parser.add_argument("--registry", default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
                         help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)")  # fmt: skip
+    parser.add_argument("--max-params", help="skip models with more parameters, e.g. 1.5B (read from headers)")
+    parser.add_argument("--max-seconds", type=float, help="wall-time cap for the run")
+    parser.add_argument("--cache-dir", help="Hugging Face cache folder (default: huggingface_hub's)")
+    parser.add_argument("--probes", default="default",
+                        help="'default' or the .txt/.jsonl/.csv probe file the registry was made with")  # fmt: skip
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
+    _hub_options(parser)
+
+
+def _check_options(parser: argparse.ArgumentParser) -> None:
+    """Everything that decides how one model is checked and where results go (scan and serve)."""
     parser.add_argument("--state", default="hub-state.json", help="state file of model versions already done")
     parser.add_argument("--out", default="hub-report", help="folder for hub-report.json and hub-report.md")
     parser.add_argument(
@@ -73,18 +85,12 @@ def _check_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=ORG/REPO",
         help="Hub repo of a registry source, to compare with declared base_model (repeatable)",
     )
-    parser.add_argument("--max-params", help="skip models with more parameters, e.g. 1.5B (read from headers)")
     parser.add_argument("--max-download", help="download cap for the run, e.g. 20GB")
-    parser.add_argument("--max-seconds", type=float, help="wall-time cap for the run")
-    parser.add_argument("--cache-dir", help="Hugging Face cache folder (default: huggingface_hub's)")
-    parser.add_argument("--probes", default="default", help="'default' or a .txt/.jsonl/.csv probe file")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
     parser.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
     parser.add_argument("--no-triage", action="store_true",
                         help="skip stage 1 (a weight verdict from the anchor rows read by Range): download and "
                         "fingerprint every candidate")  # fmt: skip
-    _hub_options(parser)
+    _model_options(parser)
 
 
 def register(
@@ -139,16 +145,8 @@ def register(
     )
     refs.add_argument("--list", default=str(DEFAULT_REFERENCE_LIST),
                       help=f"the reference list (default {DEFAULT_REFERENCE_LIST})")  # fmt: skip
-    refs.add_argument("--registry", default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
-                      help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)")  # fmt: skip
     refs.add_argument("--only", nargs="*", default=[], metavar="NAME", help="only these names of the list")
-    refs.add_argument("--max-params", help="skip models with more parameters, e.g. 2B (read from headers)")
-    refs.add_argument("--max-seconds", type=float, help="wall-time cap for the run")
-    refs.add_argument("--cache-dir", help="Hugging Face cache folder for the header checks")
-    refs.add_argument("--probes", default="default", help="'default' or the probe file the registry was made with")
-    refs.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    refs.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
-    _hub_options(refs)
+    _model_options(refs)
     refs.set_defaults(handler=cmd_add_references)
 
 
