@@ -61,7 +61,7 @@ source. The rule:
 7. **Merges with an unregistered parent.** A merge scales each parent's rows by its coefficient, so a
    suspect that holds a source's own units (units score at least ``MERGE_FLOOR``, 0.5, above that
    statistic's ceiling, adjusted p < alpha) at a share of at most ``MAX_MERGE_SHARE`` (0.8; a fine-tune
-   holds about 1.0) is merged: the verdict names the source, its share (``bot.reef.weights.source_share``)
+   holds about 1.0) is merged: the verdict names the source, its share (``bot.reef.weights.WeightScores.share``)
    and an unregistered parent holding the rest (``Report.unregistered_share``). On the demo models a 50/50
    merge with a model outside the registry scores 0.62 on the units, independent models 0.24-0.33.
 """
@@ -79,7 +79,7 @@ from numpy.typing import NDArray
 from bot.errors import ConfigError, RegistryError
 from bot.reef.cka import MEASURES, Measure, condition_grams
 from bot.reef.fingerprint import Fingerprint
-from bot.reef.weights import STATISTICS, Alignment, Anchors, align, fit_sources, source_share, weight_scores
+from bot.reef.weights import STATISTICS, Alignment, Anchors, align, fit_sources, weight_scores
 
 REPORT_SCHEMA_VERSION = 3
 ALIGN_WINDOW = 0.1
@@ -129,7 +129,7 @@ class WeightEvidence:
         p_values: each statistic's prediction p-value (rule 3); None without a null.
         p_value: the smallest of them times their number (Bonferroni), so that taking the better of the two
             statistics stays honest under independence; None without a null.
-        share: how much of the source's rows the suspect holds (``bot.reef.weights.source_share``), where its
+        share: how much of the source's rows the suspect holds (``bot.reef.weights.WeightScores.share``), where its
             units pair up (units score at least ``MERGE_FLOOR``); None otherwise.
         n_null: how many entries formed the null; null_mean their mean score on the deciding statistic.
         net_of: the sources whose fitted share was taken out of the suspect's rows before aligning (a
@@ -852,7 +852,7 @@ def _weight_null(
             if unrelated and entry.anchors is not None:
                 found = weight_scores(source.anchors, entry.anchors)
                 if found is not None:
-                    for name, value in found[0].items():
+                    for name, value in found.scores.items():
                         scores[name].append(value)
     return {name: np.asarray(values, dtype=np.float64) for name, values in scores.items()}
 
@@ -887,7 +887,7 @@ def _weight_evidence(
     found = weight_scores(source, suspect)
     if found is None:
         return None
-    scores, shared = found
+    scores = found.scores
     calibrated = _null_size(null) >= MIN_NULL
     tests = {name: _prediction_p(score, null[name]) if calibrated else (None, None) for name, score in scores.items()}
     if calibrated:
@@ -900,11 +900,11 @@ def _weight_evidence(
         statistic=statistic,
         score=scores[statistic],
         scores=scores,
-        shared_tokens=shared,
+        shared_tokens=found.shared_tokens,
         z=z,
         p_values={name: p_value for name, (_, p_value) in tests.items()},
         p_value=None if p is None else min(1.0, len(scores) * p),
-        share=source_share(source, suspect) if scores["units"] >= MERGE_FLOOR else None,
+        share=found.share if scores["units"] >= MERGE_FLOOR else None,
         n_null=_null_size(null),
         null_mean=float(null[statistic].mean()) if _null_size(null) else None,
         net_of=net_of,

@@ -26,14 +26,14 @@ The evidence, for two models whose vocabularies share tokens:
    rows (``fit_sources``) says what share of each a merge holds, and what each source's term is; the
    suspect less the other sources' terms is what ``bot.reef.verdict`` (rule 6) aligns a merge's component
    with (a 0.4 share correlates only about 0.55 with the merge, about 1.0 with what the 0.6 share leaves).
-   ``source_share`` measures one source's share on the fine parts, which a parent outside the registry does
-   not bias (rule 7).
+   ``WeightScores.share`` measures one source's share on the fine parts, which a parent outside the registry
+   does not bias (rule 7).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -220,17 +220,11 @@ def fine_parts(a: NDArray[np.float64], b: NDArray[np.float64]) -> tuple[NDArray[
     return rest.T @ a, rest.T @ b
 
 
-def units_score(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    """Mean absolute correlation of hidden units paired one to one: unchanged by permuting, rescaling or
-    negating units; a rotation of the hidden space destroys it.
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> a = rng.standard_normal((50, 6))
-        >>> round(units_score(a, -2 * a[:, ::-1]), 6)
-        1.0
-    """
-    return float(np.abs(_paired_correlations(a, b)[2]).mean())
+STATISTICS = {
+    "units": "permutations, per-unit scales and signs of hidden units",
+    "geometry": "any orthogonal map of the hidden space (rotation)",
+}
+"""The weight statistics, each with the reparametrizations that leave it unchanged."""
 
 
 def geometry_score(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
@@ -252,67 +246,53 @@ def geometry_score(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class WeightStatistic:
-    """One way of comparing two models' anchor rows.
+class WeightScores:
+    """Two models' anchor rows compared (``weight_scores``).
 
     Attributes:
-        name: its key in ``STATISTICS`` and in reports.
-        invariant_to: the reparametrizations that leave it unchanged, in words.
-        score: ``score(source_rows, suspect_rows)`` on ``fine_parts``; 1 for the same weights, near 0 for
-            unrelated random ones.
+        scores: each statistic of ``STATISTICS`` on the rows' ``fine_parts``; 1 for the same weights. *units*:
+            mean absolute correlation of hidden units paired one to one (Hungarian). *geometry*:
+            ``geometry_score``.
+        shared_tokens: how many anchor tokens both models have.
+        share: how much of the source's rows the suspect holds: the least-squares coefficient of the suspect's
+            fine parts on the source's paired units (a 50/50 merge holds 0.5, a fine-tune about 1); it means
+            something only where the units pair up.
     """
 
-    name: str
-    invariant_to: str
-    score: Callable[[NDArray[np.float64], NDArray[np.float64]], float]
+    scores: dict[str, float]
+    shared_tokens: int
+    share: float
 
 
-STATISTICS = {
-    "units": WeightStatistic("units", "permutations, per-unit scales and signs of hidden units", units_score),
-    "geometry": WeightStatistic("geometry", "any orthogonal map of the hidden space (rotation)", geometry_score),
-}
-
-
-def weight_scores(source: Anchors, suspect: Anchors) -> tuple[dict[str, float], int] | None:
-    """Every statistic of ``STATISTICS`` on the shared tokens' ``fine_parts``, and how many tokens were shared;
-    None when they are fewer than ``MIN_SHARED``.
+def weight_scores(source: Anchors, suspect: Anchors) -> WeightScores | None:
+    """Compare the anchor rows of the tokens both models have; None when they are fewer than ``MIN_SHARED``.
 
     Example:
         >>> rng = np.random.default_rng(0)
-        >>> tokens = tuple(f"t{i}" for i in range(100))
-        >>> rows = rng.standard_normal((100, 8)).astype(np.float32)
-        >>> rotation = np.linalg.qr(rng.standard_normal((8, 8)))[0].astype(np.float32)
-        >>> scores, shared = weight_scores(Anchors(tokens, rows), Anchors(tokens, rows @ rotation))
-        >>> round(scores["geometry"], 4), scores["units"] < 0.9, shared
-        (1.0, True, 100)
-    """
-    a, b = shared_rows(source, suspect)
-    if len(a) < MIN_SHARED:
-        return None
-    fine = fine_parts(a, b)
-    return {name: statistic.score(*fine) for name, statistic in STATISTICS.items()}, len(a)
-
-
-def source_share(source: Anchors, suspect: Anchors) -> float | None:
-    """How much of the source's rows the suspect holds: the least-squares coefficient of the suspect's fine
-    parts on the source's, units paired as ``units_score`` pairs them (a 50/50 merge holds 0.5, a fine-tune
-    about 1). None when the models share fewer than ``MIN_SHARED`` tokens.
-
-    Example:
-        >>> rng = np.random.default_rng(2)
         >>> tokens = tuple(f"t{i}" for i in range(300))
         >>> a, b = (rng.standard_normal((300, 16)).astype(np.float32) for _ in range(2))
-        >>> round(source_share(Anchors(tokens, a), Anchors(tokens, 0.5 * a + 0.5 * b)), 1)
+        >>> rotation = np.linalg.qr(rng.standard_normal((16, 16)))[0].astype(np.float32)
+        >>> rotated = weight_scores(Anchors(tokens, a), Anchors(tokens, a @ rotation))
+        >>> round(rotated.scores["geometry"], 4), rotated.scores["units"] < 0.9, rotated.shared_tokens
+        (1.0, True, 300)
+        >>> relabelled = weight_scores(Anchors(tokens, a), Anchors(tokens, -2 * a[:, ::-1]))
+        >>> round(relabelled.scores["units"], 4), round(relabelled.share, 4)
+        (1.0, 2.0)
+        >>> round(weight_scores(Anchors(tokens, a), Anchors(tokens, 0.5 * a + 0.5 * b)).share, 1)
         0.5
     """
     a, b = shared_rows(source, suspect)
     if len(a) < MIN_SHARED:
         return None
-    a, b = fine_parts(a, b)
-    rows, cols, paired = _paired_correlations(a, b)
-    rebuilt = a[:, rows] * np.sign(paired)
+    fine_a, fine_b = fine_parts(a, b)
+    rows, cols, paired = _paired_correlations(fine_a, fine_b)
+    rebuilt = fine_a[:, rows] * np.sign(paired)
     total = float(np.sum(rebuilt * rebuilt))
-    return max(0.0, float(np.sum(rebuilt * b[:, cols])) / total) if total > 0 else None
+    return WeightScores(
+        scores={"units": float(np.abs(paired).mean()), "geometry": geometry_score(fine_a, fine_b)},
+        shared_tokens=len(a),
+        share=max(0.0, float(np.sum(rebuilt * fine_b[:, cols])) / total) if total > 0 else 0.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
