@@ -257,11 +257,14 @@ class WeightScores:
         share: how much of the source's rows the suspect holds: the least-squares coefficient of the suspect's
             fine parts on the source's paired units (a 50/50 merge holds 0.5, a fine-tune about 1); it means
             something only where the units pair up.
+        explained: the part of the suspect's fine parts that this one term explains (R²): about 1 for a
+            rescaled copy, well under for a merge, whose other parent explains the rest.
     """
 
     scores: dict[str, float]
     shared_tokens: int
     share: float
+    explained: float
 
 
 def weight_scores(source: Anchors, suspect: Anchors) -> WeightScores | None:
@@ -278,20 +281,24 @@ def weight_scores(source: Anchors, suspect: Anchors) -> WeightScores | None:
         >>> relabelled = weight_scores(Anchors(tokens, a), Anchors(tokens, -2 * a[:, ::-1]))
         >>> round(relabelled.scores["units"], 4), round(relabelled.share, 4)
         (1.0, 2.0)
-        >>> round(weight_scores(Anchors(tokens, a), Anchors(tokens, 0.5 * a + 0.5 * b)).share, 1)
-        0.5
+        >>> merged = weight_scores(Anchors(tokens, a), Anchors(tokens, 0.5 * a + 0.5 * b))
+        >>> round(merged.share, 1), merged.explained < 0.6
+        (0.5, True)
     """
     a, b = shared_rows(source, suspect)
     if len(a) < MIN_SHARED:
         return None
     fine_a, fine_b = fine_parts(a, b)
     rows, cols, paired = _paired_correlations(fine_a, fine_b)
-    rebuilt = fine_a[:, rows] * np.sign(paired)
-    total = float(np.sum(rebuilt * rebuilt))
+    rebuilt, target = fine_a[:, rows] * np.sign(paired), fine_b[:, cols]
+    total, variance = float(np.sum(rebuilt * rebuilt)), float(np.sum(target * target))
+    share = max(0.0, float(np.sum(rebuilt * target)) / total) if total > 0 else 0.0
+    left = float(np.sum((target - share * rebuilt) ** 2))
     return WeightScores(
         scores={"units": float(np.abs(paired).mean()), "geometry": geometry_score(fine_a, fine_b)},
         shared_tokens=len(a),
-        share=max(0.0, float(np.sum(rebuilt * fine_b[:, cols])) / total) if total > 0 else 0.0,
+        share=share,
+        explained=1.0 - left / variance if variance > 0 else 0.0,
     )
 
 

@@ -137,6 +137,16 @@ def test_a_merge_with_an_unregistered_model_names_its_source_share_and_an_unregi
     assert "an unregistered parent" in report.reason
 
 
+def test_a_rescaled_copy_is_derived_not_a_merge(fingerprints: dict[str, Fingerprint]) -> None:
+    """Scaling the whole residual stream is function-preserving under RMSNorm: the rows shrink, nothing is added."""
+    anchors = fingerprints["finetune"].anchors
+    assert anchors is not None
+    shrunk = replace(fingerprints["finetune"], name="shrunk", anchors=Anchors(anchors.tokens, 0.5 * anchors.rows))
+    report = compare(shrunk, registry(fingerprints, ("source",)))
+    assert report.verdict is Verdict.DERIVED and report.sources == ("source",)
+    assert report.unregistered_share is None
+
+
 def test_same_representations_without_the_weights_is_inconclusive(fingerprints: dict[str, Fingerprint]) -> None:
     """A distilled student computes like its teacher from weights of its own: not called derived."""
     teacher = fingerprints["source"]
