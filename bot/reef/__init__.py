@@ -1,0 +1,162 @@
+"""The science: probes, loading, extraction, CKA, weight evidence and the verdict (local files and tensors only).
+
+Code outside ``bot/reef/`` imports these names from here, never from a module inside, so a name's home can move
+without its callers changing::
+
+    from bot.reef import Fingerprint, Verdict, compare
+
+    report = compare(suspect, registry)
+    report.verdict  # Verdict.DERIVED, MERGED, UNRELATED or INCONCLUSIVE
+
+Names resolve on first use (PEP 562): ``import bot.reef`` imports neither torch nor numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.reef.cka import MEASURES, centered_gram, cka_grid
+    from bot.reef.extraction import probe_batches, token_limit
+    from bot.reef.fingerprint import (
+        Fingerprint,
+        fingerprint_digest,
+        fingerprint_model,
+        pack_grams,
+        select_layers,
+        unpack_grams,
+    )
+    from bot.reef.loading import (
+        DTYPES,
+        EXTRACTION_MODES,
+        LFS_POINTER_PREFIX,
+        SIDE_FILES,
+        LoadedModel,
+        TokenizerFiles,
+        adapter_base_reference,
+        check_model_files,
+        load_model,
+        read_config,
+        tokenizer_files,
+    )
+    from bot.reef.probes import DEFAULT_PROBES, ProbeSet, load_probes
+    from bot.reef.streaming import load_for_extraction
+    from bot.reef.tokenizing import tokenize_apart
+    from bot.reef.verdict import (
+        MIN_NULL,
+        UNRELATED_P,
+        WEIGHT_FLOOR,
+        Evidence,
+        Report,
+        SourceMatch,
+        Verdict,
+        WeightJudge,
+        compare,
+        format_parameters,
+        pair_grid,
+    )
+    from bot.reef.weights import STATISTICS, Anchors, anchor_count
+
+_HOMES = {
+    # Results and the verdict.
+    "Evidence": "bot.reef.verdict",
+    "MIN_NULL": "bot.reef.verdict",
+    "Report": "bot.reef.verdict",
+    "SourceMatch": "bot.reef.verdict",
+    "UNRELATED_P": "bot.reef.verdict",
+    "Verdict": "bot.reef.verdict",
+    "WEIGHT_FLOOR": "bot.reef.verdict",
+    "WeightJudge": "bot.reef.verdict",
+    "compare": "bot.reef.verdict",
+    "format_parameters": "bot.reef.verdict",
+    "pair_grid": "bot.reef.verdict",
+    # Fingerprints and their stored form.
+    "Fingerprint": "bot.reef.fingerprint",
+    "fingerprint_digest": "bot.reef.fingerprint",
+    "fingerprint_model": "bot.reef.fingerprint",
+    "pack_grams": "bot.reef.fingerprint",
+    "select_layers": "bot.reef.fingerprint",
+    "unpack_grams": "bot.reef.fingerprint",
+    # Similarity measures and weight evidence.
+    "MEASURES": "bot.reef.cka",
+    "centered_gram": "bot.reef.cka",
+    "cka_grid": "bot.reef.cka",
+    "STATISTICS": "bot.reef.weights",
+    "Anchors": "bot.reef.weights",
+    "anchor_count": "bot.reef.weights",
+    # Probes and extraction.
+    "DEFAULT_PROBES": "bot.reef.probes",
+    "ProbeSet": "bot.reef.probes",
+    "load_probes": "bot.reef.probes",
+    "probe_batches": "bot.reef.extraction",
+    "token_limit": "bot.reef.extraction",
+    "tokenize_apart": "bot.reef.tokenizing",
+    # Loading model files.
+    "DTYPES": "bot.reef.loading",
+    "EXTRACTION_MODES": "bot.reef.loading",
+    "LFS_POINTER_PREFIX": "bot.reef.loading",
+    "LoadedModel": "bot.reef.loading",
+    "SIDE_FILES": "bot.reef.loading",
+    "TokenizerFiles": "bot.reef.loading",
+    "adapter_base_reference": "bot.reef.loading",
+    "check_model_files": "bot.reef.loading",
+    "load_for_extraction": "bot.reef.streaming",
+    "load_model": "bot.reef.loading",
+    "read_config": "bot.reef.loading",
+    "tokenizer_files": "bot.reef.loading",
+}
+
+__all__ = [
+    "DEFAULT_PROBES",
+    "DTYPES",
+    "EXTRACTION_MODES",
+    "LFS_POINTER_PREFIX",
+    "MEASURES",
+    "MIN_NULL",
+    "SIDE_FILES",
+    "STATISTICS",
+    "UNRELATED_P",
+    "WEIGHT_FLOOR",
+    "Anchors",
+    "Evidence",
+    "Fingerprint",
+    "LoadedModel",
+    "ProbeSet",
+    "Report",
+    "SourceMatch",
+    "TokenizerFiles",
+    "Verdict",
+    "WeightJudge",
+    "adapter_base_reference",
+    "anchor_count",
+    "centered_gram",
+    "check_model_files",
+    "cka_grid",
+    "compare",
+    "fingerprint_digest",
+    "fingerprint_model",
+    "format_parameters",
+    "load_for_extraction",
+    "load_model",
+    "load_probes",
+    "pack_grams",
+    "pair_grid",
+    "probe_batches",
+    "read_config",
+    "select_layers",
+    "token_limit",
+    "tokenize_apart",
+    "tokenizer_files",
+    "unpack_grams",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'bot.reef' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
