@@ -32,8 +32,7 @@ import numpy as np
 import yaml
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef.fingerprint import Fingerprint, pack_grams, unpack_grams
-from bot.reef.weights import Anchors
+from bot.reef import Anchors, Fingerprint, pack_grams, unpack_grams
 
 META_FILE = "meta.yaml"
 GRAMS_FILE = "grams.safetensors"

@@ -24,11 +24,10 @@ from urllib.parse import quote, unquote
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.reef.cka import MEASURES
-from bot.reef.verdict import MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict, format_parameters
+from bot.reef import MEASURES, MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict, format_parameters
 
 if TYPE_CHECKING:
-    from bot.reef.fingerprint import Fingerprint
+    from bot.reef import Fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from bot.reef.fingerprint import Fingerprint
-from bot.reef.loading import LoadedModel
-from bot.reef.probes import ProbeSet
+from bot.reef import Fingerprint, LoadedModel, ProbeSet
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODELS = REPO / "demo" / "models"
@@ -84,8 +82,7 @@ def synthetic_fingerprint(
     """A fingerprint made straight from (L, m, d) states, for verdict tests that need controlled similarity."""
     import numpy as np
 
-    from bot.reef.cka import centered_gram
-    from bot.reef.fingerprint import fingerprint_digest, pack_grams, unpack_grams
+    from bot.reef import centered_gram, fingerprint_digest, pack_grams, unpack_grams
 
     array = np.asarray(states, dtype=np.float64)
     grams = unpack_grams(pack_grams(np.stack([centered_gram(layer) for layer in array])), array.shape[1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef.fingerprint import Fingerprint
+from bot.reef import Fingerprint
 from bot.registry import GRAMS_FILE, META_FILE, Registry
 from tests.builders import synthetic_fingerprint
 

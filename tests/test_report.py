@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.reef.verdict import Evidence, Report, SourceMatch, Verdict
+from bot.reef import Evidence, Report, SourceMatch, Verdict
 from bot.report import (
     _TABLE_HEADER,
     render_json,
