@@ -4,7 +4,7 @@ Layout, one folder per entry::
 
     fingerprints/
       gemma-3-270m/
-        meta.yaml          metadata (Fingerprint.to_dict(), sorted keys, schema_version)
+        meta.yaml          metadata (Fingerprint.to_dict(), sorted keys, schema_version; hub_id when known)
         grams.safetensors  "grams": (layers, m(m+1)/2) float16 upper triangles of the centred Grams;
                            "probe_basis": (m, r) float16, the probes' surface basis (see bot.reef.probes)
         anchors.json       {"tokens": [...]}: the anchor tokens, as the model's tokenizer spells them
@@ -20,6 +20,7 @@ never leaves half an entry, and a failed fingerprint run writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -169,12 +170,17 @@ class Registry:
     def add(self, fingerprint: Fingerprint, *, replace: bool = False) -> Path:
         """Write an entry atomically and return its folder.
 
+        A replaced entry's ``hub_id`` is kept when the new fingerprint carries none (re-fingerprinting a source
+        does not forget where it is published).
+
         Raises:
             RegistryError: the name is taken and ``replace`` is false; the registry cannot be written.
             ConfigError: the name is invalid.
         """
         self.check_can_add(fingerprint.name, replace=replace)
         final = self.root / fingerprint.name
+        if fingerprint.hub_id is None and (final / META_FILE).is_file():
+            fingerprint = dataclasses.replace(fingerprint, hub_id=_stored_hub_id(final))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -193,6 +199,23 @@ class Registry:
             if staging.exists():
                 shutil.rmtree(staging)
         return final
+
+    def set_hub_id(self, name: str, hub_id: str | None) -> None:
+        """Record (or, with None, forget) the Hub id of the entry ``name``; its arrays are left as they are.
+
+        ``hub_id`` is expected checked already (``bot.sources.parse_hub_id``): this is the file format, not the
+        user's input.
+
+        Raises:
+            RegistryError: no entry of that name, or it is unreadable.
+        """
+        folder = self.root / check_name(name)
+        if not (folder / META_FILE).is_file():
+            raise RegistryError(f"{self.root}: no entry named {name!r}", path=self.root)
+        fingerprint = dataclasses.replace(self._read(folder), hub_id=hub_id)
+        staging = folder / f".{META_FILE}.new"
+        staging.write_text(_meta_text(fingerprint), encoding="utf-8")
+        os.replace(staging, folder / META_FILE)
 
     def remove(self, name: str) -> None:
         """Delete an entry.
@@ -218,10 +241,7 @@ class Registry:
             save_file({"rows": fingerprint.anchors.rows.astype(np.float16)}, str(folder / ANCHOR_ROWS_FILE))
             tokens = json.dumps({"tokens": fingerprint.anchors.tokens}, ensure_ascii=False, indent=0)
             (folder / ANCHOR_TOKENS_FILE).write_text(tokens + "\n", encoding="utf-8")
-        text = yaml.dump(
-            fingerprint.to_dict(), Dumper=_MetaDumper, sort_keys=True, allow_unicode=True, default_flow_style=False
-        )
-        (folder / META_FILE).write_text(text, encoding="utf-8")
+        (folder / META_FILE).write_text(_meta_text(fingerprint), encoding="utf-8")
 
     @staticmethod
     def _read(folder: Path) -> Fingerprint:
@@ -258,6 +278,22 @@ class Registry:
             raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
         except (TypeError, ValueError) as e:
             raise RegistryError(f"{meta_path}: malformed metadata ({e})", path=meta_path) from e
+
+
+def _meta_text(fingerprint: Fingerprint) -> str:
+    return yaml.dump(
+        fingerprint.to_dict(), Dumper=_MetaDumper, sort_keys=True, allow_unicode=True, default_flow_style=False
+    )
+
+
+def _stored_hub_id(folder: Path) -> str | None:
+    """The ``hub_id`` in an entry's metadata; None when it has none or is too broken to read (it is replaced)."""
+    try:
+        meta = yaml.load((folder / META_FILE).read_text(encoding="utf-8"), Loader=_MetaLoader)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError):
+        return None
+    hub_id = meta.get("hub_id") if isinstance(meta, dict) else None
+    return hub_id if isinstance(hub_id, str) else None
 
 
 def _one_line(error: BaseException) -> str:

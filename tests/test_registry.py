@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -109,3 +110,30 @@ def test_golden_bytes(tmp_path: Path) -> None:
     )
     digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16] for name in (META_FILE, GRAMS_FILE)}
     assert digests == {META_FILE: "ee39104820908312", GRAMS_FILE: "d949533dbd7fb9b6"}
+
+
+def test_hub_id_set_read_back_and_kept_on_replace(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.add(tiny())
+    assert registry.get("tiny").hub_id is None
+    registry.set_hub_id("tiny", "org/tiny")
+    assert registry.get("tiny").hub_id == "org/tiny"
+    assert "hub_id: org/tiny\n" in (tmp_path / "tiny" / META_FILE).read_text(encoding="utf-8")
+    registry.add(tiny(seed=1), replace=True)  # re-fingerprinted without a Hub id: the recorded one stays
+    assert registry.get("tiny").hub_id == "org/tiny" and registry.get("tiny").digest == tiny(seed=1).digest
+    registry.add(dataclasses.replace(tiny(), hub_id="org/other"), replace=True)
+    assert registry.get("tiny").hub_id == "org/other"
+    registry.set_hub_id("tiny", None)
+    assert registry.get("tiny").hub_id is None
+    assert "hub_id" not in (tmp_path / "tiny" / META_FILE).read_text(encoding="utf-8")
+
+
+def test_hub_id_of_a_missing_entry_or_not_a_string(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.add(tiny())
+    with pytest.raises(RegistryError, match="no entry named 'other'"):
+        registry.set_hub_id("other", "org/other")
+    meta = tmp_path / "tiny" / META_FILE
+    meta.write_text(meta.read_text(encoding="utf-8") + "hub_id: [org, tiny]\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match="hub_id is not a string"):
+        registry.get("tiny")

@@ -59,6 +59,8 @@ class Fingerprint:
         storage_dtype: precision of the stored Grams.
         role: ``"source"`` (checked against) or ``"reference"`` (only calibrates the null).
         related: registry names this model is declared to derive from or share lineage with.
+        hub_id: the model's Hugging Face Hub id (``org/name``), what a model card's ``base_model`` names; None
+            when unknown (a local path is never one). Metadata only: not part of ``digest``.
         tool_version: reefguard version that made it; created: UTC date-time, ISO 8601.
         grams: ``(len(layers), n_probes, n_probes)`` float32, read-only.
         probe_basis: ``(n_probes, r)`` orthonormal basis of the probes' surface features
@@ -87,6 +89,7 @@ class Fingerprint:
     storage_dtype: str = STORAGE_DTYPE
     role: str = "source"
     related: tuple[str, ...] = ()
+    hub_id: str | None = None
     tool_version: str = TOOL_VERSION
     created: str
     grams: NDArray[np.float32] = field(compare=False, repr=False)
@@ -100,6 +103,8 @@ class Fingerprint:
         data["weight_sha256"] = dict(self.weight_sha256)
         data["layers"] = list(self.layers)
         data["related"] = list(self.related)
+        if self.hub_id is None:
+            del data["hub_id"]  # entries without one keep the bytes they had before hub_id existed
         return dict(sorted(data.items()))
 
     @classmethod
@@ -122,7 +127,7 @@ class Fingerprint:
                 "upgrade reefguard or re-fingerprint the model"
             )
         expected = set(cls.__dataclass_fields__) - set(_ARRAYS)
-        unknown, missing = set(data) - expected, expected - set(data)
+        unknown, missing = set(data) - expected, expected - set(data) - {"hub_id"}
         if unknown or missing:
             raise RegistryError(
                 f"fingerprint metadata has unknown keys {sorted(unknown)} / lacks keys {sorted(missing)}"
@@ -131,6 +136,8 @@ class Fingerprint:
         values["weight_sha256"] = dict(values["weight_sha256"])
         values["layers"] = tuple(int(x) for x in values["layers"])
         values["related"] = tuple(str(x) for x in values["related"])
+        if not isinstance(values.get("hub_id"), str | None):
+            raise RegistryError(f"fingerprint {values['name']!r}: hub_id is not a string")
         stack = _read_only(np.asarray(grams, dtype=np.float32))
         basis = _read_only(np.asarray(probe_basis, dtype=np.float32))
         if stack.shape != (len(values["layers"]), values["n_probes"], values["n_probes"]):
