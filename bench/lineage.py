@@ -1,9 +1,9 @@
 """Lineage benchmark (issue 3): `.venv/bin/python bench/lineage.py`.
 
 Builds the lineage zoo (bench/zoo.py; kept in .cache/zoo/ between runs), fingerprints every member once with
-the public API (``bot.engine.fingerprint``, as ``reefguard fingerprint`` does), registers the sources and the
+the public API (``bot.fingerprint``, as ``reefguard fingerprint`` does), registers the sources and the
 references in a fresh registry, reads it back, and checks every other member against it with
-``bot.reef.verdict.compare`` (what ``reefguard check`` runs after fingerprinting). Each case is checked twice:
+``bot.reef.compare`` (what ``reefguard check`` runs after fingerprinting). Each case is checked twice:
 as reefguard does (weights and representations) and with the anchor rows removed from every fingerprint,
 which leaves REEF's representation evidence alone.
 
@@ -11,7 +11,8 @@ Prints one line per case and, over all (case, source) pairs (positive when the s
 true sources), ROC AUC and TPR at FPR ≤ 1% for three p-values: REEF's, the weights', and the fused one that
 decides. A missing p-value (no weight evidence between different tokenizers, a null too small) counts as 1.
 Distilled students are reported apart and left out of every rate. Results go to bench/results/lineage.json and
-bench/results/lineage.md (the table the README includes).
+bench/results/lineage.md, and the summary tables into docs/benchmarks.md (block ``lineage``). ``--from-results``
+measures nothing and writes the tables of the last run's lineage.json.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.tables import publish  # noqa: E402
 from bench.zoo import Member, build_seconds, build_zoo  # noqa: E402
-from bot import _output  # noqa: E402
-from bot.engine import fingerprint  # noqa: E402
-from bot.reef.fingerprint import Fingerprint  # noqa: E402
-from bot.reef.verdict import compare  # noqa: E402
-from bot.registry import Registry  # noqa: E402
+from bot import Registry, _output, fingerprint  # noqa: E402
+from bot.reef import Fingerprint, compare  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+COMMAND = ".venv/bin/python bench/lineage.py"
 MAX_FPR = 0.01
 SIGNALS = {"REEF": "p_reef", "weights": "p_weights", "fused": "p_fused"}
 FOUND = ("derived", "merged")
@@ -150,7 +151,8 @@ def rates(cases: Sequence[Case]) -> dict[str, dict[str, float]]:
     """ROC AUC and TPR at FPR ≤ 1% of each signal over (case, source) pairs; distilled students left out."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    labels, values = [], {key: [] for key in SIGNALS.values()}
+    labels: list[bool] = []
+    values: dict[str, list[float]] = {key: [] for key in SIGNALS.values()}
     for case in cases:
         if case.member.kind == "distilled":
             continue
@@ -203,7 +205,7 @@ def class_rows(cases: Sequence[Case]) -> list[list[str]]:
         members = [case for case in cases if transformation(case.member) == label]
         deciding: dict[str, int] = {}
         for case in members:
-            weights = shown_match(case).get("weights") or {}
+            weights = shown_match(case.report, case.member.sources).get("weights") or {}
             deciding[weights.get("statistic", "none")] = deciding.get(weights.get("statistic", "none"), 0) + 1
         rows.append([
             label, str(len(members)),
@@ -215,12 +217,14 @@ def class_rows(cases: Sequence[Case]) -> list[list[str]]:
 
 
 CLASS_HEADER = ["transformation", "cases", "fused correct", "REEF alone correct", "deciding weight statistic"]
+HEADER = ["case", "kind", "true source(s)", "verdict", "named", "REEF-only verdict", "row's source", "REEF score",
+          "REEF p", "weights (units / geometry)", "weight p", "fused p", "evidence", "merge coefficients"]  # fmt: skip
 
 
-def shown_match(case: Case) -> dict[str, Any]:
+def shown_match(report: dict[str, Any], true_sources: Sequence[str]) -> dict[str, Any]:
     """The match a table row shows: the (first) true source's, else the most significant one."""
-    matches = case.report["matches"]
-    return next((m for m in matches if m["source"] in case.member.sources), matches[0] if matches else {})
+    matches = report["matches"]
+    return next((m for m in matches if m["source"] in true_sources), matches[0] if matches else {})
 
 
 def _p(value: float | None) -> str:
@@ -234,48 +238,50 @@ def _merge_shares(report: dict[str, Any]) -> str:
     return ", ".join(shares) or "–"
 
 
-def case_rows(cases: Sequence[Case]) -> list[list[str]]:
-    rows = []
-    for case in cases:
-        match = shown_match(case)
-        p = pair_p_values(match)
-        score = match.get("score")
-        rows.append([
-            case.member.name, case.member.kind, ", ".join(case.member.sources) or "–",
-            case.report["verdict"], ", ".join(case.named) or "–", case.reef_report["verdict"],
-            match.get("source", "–"), "–" if score is None else f"{score:.3f}",
-            _p(p["p_reef"]), _weight_cell(match), _p(p["p_weights"]), _p(p["p_fused"]),
-            str(match.get("evidence", "–")), _merge_shares(case.report),
-        ])  # fmt: skip
-    return rows
-
-
-HEADER = ["case", "kind", "true source(s)", "verdict", "named", "REEF-only verdict", "row's source", "REEF score",
-          "REEF p", "weights (units / geometry)", "weight p", "fused p", "evidence", "merge coefficients"]  # fmt: skip
-
-
 def _weight_cell(match: dict[str, Any]) -> str:
     scores = (match.get("weights") or {}).get("scores")
     return "–" if not scores else f"{scores['units']:.2f} / {scores['geometry']:.2f}"
 
 
-def markdown(cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> str:
-    lines = ["| signal | ROC AUC | TPR at FPR ≤ 1% |", "|---|---|---|"]
-    lines += [f"| {name} | {m['roc_auc']:.3f} | {m['tpr_at_fpr_1pct']:.3f} |" for name, m in metrics.items()]
+def case_rows(record: dict[str, Any]) -> list[list[str]]:
+    """One row per case of a lineage.json record (``HEADER``)."""
+    rows = []
+    for case in record["cases"]:
+        report = case["report"]
+        match = shown_match(report, case["true_sources"])
+        p = pair_p_values(match)
+        score = match.get("score")
+        rows.append([
+            case["name"], case["kind"], ", ".join(case["true_sources"]) or "–",
+            report["verdict"], ", ".join(report["sources"]) or "–", case["reef_only_verdict"],
+            match.get("source", "–"), "–" if score is None else f"{score:.3f}",
+            _p(p["p_reef"]), _weight_cell(match), _p(p["p_weights"]), _p(p["p_fused"]),
+            str(match.get("evidence", "–")), _merge_shares(report),
+        ])  # fmt: skip
+    return rows
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    """The rates, the verdict counts and the per-class table of a lineage.json record (the docs' block)."""
+    metrics, counts = record["rates"], record["verdicts"]
+    lines = _markdown_table(
+        ["signal", "ROC AUC", "TPR at FPR ≤ 1%"],
+        [[name, f"{m['roc_auc']:.3f}", f"{m['tpr_at_fpr_1pct']:.3f}"] for name, m in metrics.items()],
+    )
     any_rate = next(iter(metrics.values()))
     lines += ["", f"Over {any_rate['positive_pairs']} positive and {any_rate['negative_pairs']} negative "
-              "(case, source) pairs; distilled students left out.", "",
-              "| verdicts | positives with exactly their source(s) | false derived/merged on negatives |",
-              "|---|---|---|"]  # fmt: skip
-    lines += [
-        f"| {label} | {c['positives_correct']}/{c['positives']} | {c['false_findings_on_negatives']}/{c['negatives']} |"
-        for label, c in counts.items()
-    ]
-    lines += ["", "| " + " | ".join(CLASS_HEADER) + " |", "|" + "---|" * len(CLASS_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in class_rows(cases)]
-    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in case_rows(cases)]
-    lines += ["", timing_line(timings)]
+              "(case, source) pairs; distilled students left out.", ""]  # fmt: skip
+    lines += _markdown_table(
+        ["verdicts", "positives with exactly their source(s)", "false derived/merged on negatives"],
+        [[label, f"{c['positives_correct']}/{c['positives']}", f"{c['false_findings_on_negatives']}/{c['negatives']}"]
+         for label, c in counts.items()],
+    )  # fmt: skip
+    lines += ["", *_markdown_table(CLASS_HEADER, [[row[key] for key in CLASS_HEADER] for row in record["classes"]])]
+    lines += ["", timing_line(record["timings_s"])]
     return "\n".join(lines) + "\n"
 
 
@@ -287,33 +293,44 @@ def timing_line(timings: dict[str, float]) -> str:
     )
 
 
-def summary_lines(metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]) -> list[str]:
+def summary_lines(record: dict[str, Any]) -> list[str]:
     lines = [f"{name:8s} ROC AUC {m['roc_auc']:.3f}   TPR at FPR ≤ 1%: {m['tpr_at_fpr_1pct']:.3f}"
-             for name, m in metrics.items()]  # fmt: skip
-    for label, c in counts.items():
+             for name, m in record["rates"].items()]  # fmt: skip
+    for label, c in record["verdicts"].items():
         missed, accused = ", ".join(c["missed_or_wrong_source"]) or "none", ", ".join(c["accused"]) or "none"
         lines.append(f"{label}: positives with exactly their source(s) {c['positives_correct']}/{c['positives']}"
                      f" (not: {missed}); false derived/merged on negatives"
                      f" {c['false_findings_on_negatives']}/{c['negatives']} ({accused})")  # fmt: skip
-    lines.append(timing_line(timings))
+    lines.append(timing_line(record["timings_s"]))
     return lines
 
 
-def write_results(
-    folder: Path, cases: Sequence[Case], metrics: dict[str, Any], counts: dict[str, Any], timings: dict[str, float]
-) -> None:
-    """lineage.json (every report, grids left out) and lineage.md (the tables) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {
-        "command": ".venv/bin/python bench/lineage.py",
+def measure(registry_dir: Path | None) -> dict[str, Any]:
+    """Build the zoo, fingerprint and check every case; the lineage.json record (every report, grids left out)."""
+    started = time.perf_counter()
+    members = build_zoo()
+    timings = {"zoo_s": time.perf_counter() - started, "zoo_from_scratch_s": sum(build_seconds().values())}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        entries, suspects = fingerprint_zoo(members, registry_dir or Path(scratch) / "registry")
+    cases = check_all(members, entries, suspects)
+    timings["bench_s"] = time.perf_counter() - started
+    return {
+        "command": COMMAND,
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
-        "rates": metrics,
-        "verdicts": counts,
+        "rates": rates(cases),
+        "verdicts": outcome_counts(cases),
         "classes": [dict(zip(CLASS_HEADER, row, strict=True)) for row in class_rows(cases)],
         "cases": [case.to_dict() for case in cases],
     }
-    (folder / "lineage.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    (folder / "lineage.md").write_text(markdown(cases, metrics, counts, timings), encoding="utf-8")
+
+
+def write_tables(record: dict[str, Any], folder: Path, doc: Path) -> None:
+    """lineage.md in ``folder`` (every table), and the summary tables into ``doc``'s ``lineage`` block."""
+    summary = summary_markdown(record)
+    every_case = "\n".join(_markdown_table(HEADER, case_rows(record)))
+    (folder / "lineage.md").write_text(f"{summary}\n{every_case}\n", encoding="utf-8")
+    publish(doc, "lineage", summary, record["command"])
 
 
 def plain_table(rows: list[list[str]]) -> str:
@@ -327,19 +344,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, help="keep the registry in this folder (default: a temp folder)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where lineage.json and lineage.md go")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file whose 'lineage' block gets the tables")
+    parser.add_argument(
+        "--from-results", action="store_true", help="measure nothing: write the tables of the last run's lineage.json"
+    )
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    members = build_zoo()
-    timings = {"zoo_s": time.perf_counter() - started, "zoo_from_scratch_s": sum(build_seconds().values())}
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        entries, suspects = fingerprint_zoo(members, args.registry or Path(scratch) / "registry")
-    cases = check_all(members, entries, suspects)
-    timings["bench_s"] = time.perf_counter() - started
-    metrics, counts = rates(cases), outcome_counts(cases)
-    _output.write(plain_table(case_rows(cases)))
-    _output.write("\n".join(summary_lines(metrics, counts, timings)))
-    write_results(args.results, cases, metrics, counts, timings)
+    results = args.results / "lineage.json"
+    if args.from_results:
+        record = json.loads(results.read_text(encoding="utf-8"))
+    else:
+        record = measure(args.registry)
+        args.results.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    _output.write(plain_table(case_rows(record)))
+    _output.write("\n".join(summary_lines(record)))
+    write_tables(record, args.results, args.doc)
     return 0
 
 
