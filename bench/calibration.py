@@ -9,16 +9,21 @@ Two populations, each fingerprinted on the first 64 default probes:
   build on 2 cores).
 
 Each of 2,000 draws picks a source, a suspect and ten null entries, all distinct, and computes the suspect's
-p-values as `compare` does. Under independence, P(p < alpha) should be alpha.
+p-values as `compare` does. Under independence, P(p < alpha) should be alpha. The rates go to
+bench/results/calibration.json and, as a table, into docs/benchmarks.md (block ``calibration``);
+``--from-results`` measures nothing and writes the table of the last run's JSON.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,17 +31,28 @@ from numpy.typing import NDArray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.tables import publish  # noqa: E402
 from bot import _output  # noqa: E402
-from bot.reef.fingerprint import Fingerprint, fingerprint_model  # noqa: E402
-from bot.reef.loading import LoadedModel, load_model  # noqa: E402
-from bot.reef.probes import ProbeSet, load_probes  # noqa: E402
-from bot.reef.verdict import SourceMatch, compare  # noqa: E402
-from bot.reef.weights import STATISTICS  # noqa: E402
+from bot.reef import (  # noqa: E402
+    STATISTICS,
+    Fingerprint,
+    LoadedModel,
+    ProbeSet,
+    SourceMatch,
+    compare,
+    fingerprint_model,
+    load_model,
+    load_probes,
+)
 from tests.builders import ARCHITECTURES, DEMO_MODELS, probe_subset, random_model  # noqa: E402
 
 N_RANDOM, N_SEEDS, N_NULL, N_DRAWS = 60, 8, 10, 2000
+ALPHAS = (0.001, 0.01, 0.05, 0.1)
 TRAIN_STEPS = 150
 CACHE = REPO / ".cache" / "calibration"
+RESULTS = REPO / "bench" / "results" / "calibration.json"
+DOC = REPO / "docs" / "benchmarks.md"
+COMMAND = ".venv/bin/python bench/calibration.py"
 
 
 def trained_models() -> list[Path]:
@@ -86,37 +102,73 @@ def weight_p(statistic: str | None) -> Callable[[SourceMatch], float | None]:
     return pick
 
 
-def report(title: str, p: NDArray[np.float64]) -> None:
-    _output.write(f"{title}: {N_DRAWS} independent-pair draws, null of {N_NULL}, 64 probes")
-    missing = int(np.isnan(p).sum())
-    if missing:
-        _output.write(f"  {missing} draws without a p-value (too few shared tokens)")
-    p = p[~np.isnan(p)]
-    for alpha in (0.001, 0.01, 0.05, 0.1):
-        _output.write(f"  P(p < {alpha:<5}) = {np.mean(p < alpha):.4f}   (nominal {alpha})")
+def rate_row(population: str, signal: str, p: NDArray[np.float64]) -> dict[str, Any]:
+    """P(p < alpha) at each of ``ALPHAS`` over the draws that have a p-value."""
+    present = p[~np.isnan(p)]
+    return {
+        "signal": signal,
+        "population": population,
+        "draws_without_p": int(np.isnan(p).sum()),
+        "rates": {str(alpha): float(np.mean(present < alpha)) for alpha in ALPHAS},
+    }
+
+
+def table(record: dict[str, Any]) -> str:
+    """The markdown table of a calibration.json record: one row per (p-value, population)."""
+    header = ["p-value, population", *(f"P(p < {alpha})" for alpha in ALPHAS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * len(ALPHAS)]
+    for row in record["rows"]:
+        rates = " | ".join(f"{row['rates'][str(alpha)]:.4f}" for alpha in ALPHAS)
+        lines.append(f"| {row['signal']}, {row['population']} | {rates} |")
+    return "\n".join(lines) + "\n"
 
 
 def fingerprints(models: list[LoadedModel], probes: ProbeSet) -> list[Fingerprint]:
     return [fingerprint_model(model, probes, name=f"m{i}", model=f"model-{i}") for i, model in enumerate(models)]
 
 
-def main() -> None:
+def measure() -> dict[str, Any]:
+    """Both populations' rates (the calibration.json record)."""
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
     probes = probe_subset(load_probes(), 64)
     tokenizer = AutoTokenizer.from_pretrained(DEMO_MODELS / "source")
-    random_fps = fingerprints([random_model(seed, tokenizer) for seed in range(N_RANDOM)], probes)
-    picks = {"CKA": lambda m: m.p_value, "weights (either, doubled)": weight_p(None)}
+    picks = {"CKA": lambda m: m.p_value, "weights (the deciding one, doubled)": weight_p(None)}
     picks |= {f"weights ({name})": weight_p(name) for name in STATISTICS}
-    for label, p in rates(random_fps, picks, np.random.default_rng(0)).items():
-        report(f"{label}, {N_RANDOM} random-init models", p)
+    random_fps = fingerprints([random_model(seed, tokenizer) for seed in range(N_RANDOM)], probes)
+    rows = [rate_row(f"{N_RANDOM} random-init models", signal, p)
+            for signal, p in rates(random_fps, picks, np.random.default_rng(0)).items()]  # fmt: skip
     trained_fps = fingerprints([load_model(folder) for folder in trained_models()], probes)
-    title = f"{len(trained_fps)} trained models (3 architectures, same data and tokenizer)"
-    for label, p in rates(trained_fps, picks, np.random.default_rng(1)).items():
-        report(f"{label}, {title}", p)
-    _output.write(f"  {time.perf_counter() - started:.0f} s")
+    rows += [rate_row(f"{len(trained_fps)} trained models", signal, p)
+             for signal, p in rates(trained_fps, picks, np.random.default_rng(1)).items()]  # fmt: skip
+    return {
+        "command": COMMAND,
+        "draws": N_DRAWS,
+        "null_size": N_NULL,
+        "probes": len(probes.texts),
+        "seconds": round(time.perf_counter() - started),
+        "rows": rows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--from-results", action="store_true", help=f"measure nothing: write the table of the last run's {RESULTS.name}"
+    )
+    args = parser.parse_args(argv)
+    if args.from_results:
+        record = json.loads(RESULTS.read_text(encoding="utf-8"))
+    else:
+        record = measure()
+        RESULTS.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    _output.write(f"{record['draws']} independent-pair draws, null of {record['null_size']}, {record['probes']} probes,"
+                  f" {record['seconds']} s")  # fmt: skip
+    _output.write(table(record))
+    publish(DOC, "calibration", table(record), record["command"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
