@@ -20,7 +20,7 @@ from bot import _output
 from bot.errors import ConfigError, ReefguardError
 from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
-from bot.reef.loading import DTYPES, EXTRACTION_MODES
+from bot.options import CHECK_OPTIONS, MODEL_OPTIONS, REGISTRY, add_options
 from bot.trap2 import commands as trap2_commands
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ def _fingerprint(
 def _render(report: Report, args: argparse.Namespace) -> None:
     from bot import report as rendering
 
-    if args.report:
-        path = rendering.write_report(report, Path(args.report))
+    if args.report_dir:
+        path = rendering.write_report(report, Path(args.report_dir))
         logger.info("report written to %s", path)
     _output.write(rendering.render_json(report) if args.json else rendering.render_table(report))
 
@@ -76,9 +76,9 @@ def _check_report_folder(args: argparse.Namespace) -> None:
     """A ``--report`` folder that is a file or read-only fails before the model is loaded."""
     from bot.registry import folder_write_problem
 
-    problem = folder_write_problem(Path(args.report)) if args.report else None
+    problem = folder_write_problem(Path(args.report_dir)) if args.report_dir else None
     if problem is not None:
-        raise ConfigError(f"--report {args.report}: cannot write the report there, {problem}", key="report")
+        raise ConfigError(f"--report {args.report_dir}: cannot write the report there, {problem}", key="report")
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> ExitCode:
@@ -164,26 +164,8 @@ def _verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> N
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--probes", default="default", help="'default' or a .txt/.jsonl/.csv probe file")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES)
-    parser.add_argument("--base", help="base model of a PEFT adapter (default: the adapter config's)")
-    parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
-    parser.add_argument(
-        "--extraction",
-        default="auto",
-        choices=EXTRACTION_MODES,
-        help="run the model one block at a time (stream) or whole (full); auto streams a safetensors model "
-        "that would not fit comfortably in memory (default auto)",
-    )
+    add_options(parser, MODEL_OPTIONS)
     parser.add_argument("--no-standardize", action="store_true", help="skip REEF's per-feature z-scoring")
-
-
-def _registry_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--registry",
-        default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
-        help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,14 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--related", nargs="*", default=[], metavar="NAME", help="registry names it derives from")
     fp.add_argument("--replace", action="store_true", help="overwrite an entry of the same name")
     _model_options(fp)
-    _registry_option(fp)
+    add_options(fp, (REGISTRY,))
 
     check = commands.add_parser("check", parents=[verbosity], help="check a model against every registry source")
     check.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
-    check.add_argument("--fail-on", default="derived", choices=tuple(FAIL_ON),
-                       help="exit 1 at this verdict level (default: derived or merged)")  # fmt: skip
-    check.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
-    check.add_argument("--report", metavar="DIR", help="write report.md, report.json and heatmaps here")
+    add_options(check, CHECK_OPTIONS)
 
     cmp = commands.add_parser(
         "compare", parents=[verbosity], help="layer-by-layer CKA grid of two models or registry entries"
@@ -224,13 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--raw", action="store_true", help="REEF's plain CKA, without projecting out the probes' surface"
         )
         _model_options(sub)
-        _registry_option(sub)
+        add_options(sub, (REGISTRY,))
 
     reg = commands.add_parser("registry", parents=[verbosity], help="list, show or remove registry entries")
     reg.add_argument("action", choices=("list", "show", "remove"))
     reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, remove)")
     reg.add_argument("--json", action="store_true")
-    _registry_option(reg)
+    add_options(reg, (REGISTRY,))
 
     action = commands.add_parser("action", help="run as the GitHub Action (reads the INPUT_* and GITHUB_* variables)")
     for sub, handler in ((fp, cmd_fingerprint), (check, cmd_check), (cmp, cmd_compare), (reg, cmd_registry),

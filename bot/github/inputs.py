@@ -1,8 +1,9 @@
 """The action's inputs and the runner's environment, validated once into frozen dataclasses.
 
 The runner passes input ``foo-bar`` as the environment variable ``INPUT_FOO-BAR`` (upper-cased, hyphens kept).
-Each input is a kebab-case twin of a ``reefguard check`` flag where one exists (``registry``, ``probes``,
-``dtype``, ``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). In ``mode: protect`` the
+Check mode's inputs are rows of the one flag table (``bot.options.ACTION_OPTIONS``), read and parsed by the same
+functions as their ``reefguard check`` flags (``registry``, ``probes``, ``dtype``, ``extraction``,
+``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). In ``mode: protect`` the
 inputs are twins of ``reefguard protect`` (``base``, ``data``, ``validation``, ``out``, ``form``, ``weight``,
 ``target-modules`` and every training setting, ``lambda`` for ``--lambda``) and of ``reefguard verify-protection``
 (``other``, ``other-data``, ``base-model-id``). Any value outside the documented ones raises ``ConfigError`` naming
@@ -11,39 +12,20 @@ the input, before any work is done.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.exit_codes import FAIL_ON
-from bot.reef.loading import DTYPES, EXTRACTION_MODES
+from bot.options import ACTION_OPTIONS, input_variable, read_action_inputs, workspace_path
 from bot.trap2.config import FORMS, TRAINING_FLAGS, WEIGHTS, ProtectConfig
 
-# "fail-on-detection" reads naturally as a boolean too.
-FAIL_ON_ALIASES = {"true": "derived", "false": "never"}
-# actions/toolkit getBooleanInput accepts exactly these (the YAML 1.2 core schema booleans).
-_TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-MODES = ("check", "protect")
 _PROTECT_DEFAULTS = ProtectConfig()
-# The defaults, as action.yml declares them (a test keeps the two in step). An empty training setting means the
-# `reefguard protect` default, so the numbers live in one place (bot/trap2/config.py).
-DEFAULTS = {
-    "mode": "check",
+# The defaults of mode protect's inputs, as action.yml declares them (a test keeps the two in step). An empty
+# training setting means the `reefguard protect` default, so the numbers live in one place (bot/trap2/config.py).
+# Check mode's inputs come from the one flag table, bot/options.py.
+PROTECT_DEFAULTS = {
     "base": "",
     "data": "",
     "validation": "",
@@ -55,17 +37,6 @@ DEFAULTS = {
     "other": "",
     "other-data": "",
     "base-model-id": "",
-    "registry": "fingerprints",
-    "paths": "",
-    "probes": "default",
-    "dtype": "float32",
-    "extraction": "auto",
-    "fail-on-detection": "derived",
-    "max-model-size": "4GB",
-    "report-dir": "reefguard-report",
-    "open-issue": "true",
-    "comment-on-pr": "true",
-    "annotate-card": "false",
 }
 # Environment variable (ours, not GitHub's) that scales every wait between GitHub requests; tests set it small.
 WAIT_SCALE_VARIABLE = "REEFGUARD_GITHUB_WAIT_SCALE"
@@ -159,27 +130,8 @@ class RunnerEnvironment:
         return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
-def input_variable(name: str) -> str:
-    """The environment variable the runner sets for input ``name``.
-
-    Example:
-        >>> input_variable("fail-on-detection")
-        'INPUT_FAIL-ON-DETECTION'
-    """
-    return "INPUT_" + name.replace(" ", "_").upper()
-
-
 def _raw(environ: Mapping[str, str], name: str) -> str:
-    return environ.get(input_variable(name), DEFAULTS.get(name, "")).strip() or DEFAULTS.get(name, "")
-
-
-def _boolean(environ: Mapping[str, str], name: str) -> bool:
-    value = _raw(environ, name)
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"input {name}: {value!r} is not a boolean (use true or false)", key=name)
+    return environ.get(input_variable(name), "").strip() or PROTECT_DEFAULTS[name]
 
 
 def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -189,39 +141,10 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
     return value
 
 
-def parse_size(text: str, *, name: str = "max-model-size") -> int | None:
-    """Bytes from a size such as ``4GB``, ``500 MiB`` or ``123456``; ``0`` or empty means no limit.
-
-    Raises:
-        ConfigError: an unreadable size.
-
-    Example:
-        >>> parse_size("4GB"), parse_size("1.5 KiB"), parse_size("0")
-        (4000000000, 1536, None)
-    """
-    if not text.strip():
-        return None
-    match = _SIZE.match(text)
-    if match is None:
-        raise ConfigError(
-            f"input {name}: {text!r} is not a size (examples: 4GB, 500MiB, 123456; 0 for no limit)", key=name
-        )
-    number, unit = match.groups()
-    value = int(float(number) * _UNITS[(unit or "b").lower()])
-    return value or None
-
-
-def _relative(value: str, name: str) -> str:
-    path = Path(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise ConfigError(f"input {name}: {value!r} must be a path inside the repository", key=name)
-    return path.as_posix()
-
-
 def _paths(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A one-per-line list of workspace paths (blank lines and ``#`` comments skipped)."""
     lines = (line.strip() for line in _raw(environ, name).splitlines())
-    return tuple(_relative(line, name) for line in lines if line and not line.startswith("#"))
+    return tuple(workspace_path(line, input_name=name) for line in lines if line and not line.startswith("#"))
 
 
 def _number(environ: Mapping[str, str], name: str, kind: type) -> float | int | None:
@@ -263,10 +186,10 @@ def read_protect_inputs(environ: Mapping[str, str]) -> ProtectInputs:
         name = (e.key or "").removeprefix("--")
         raise ConfigError(f"input {str(e).removeprefix('--')}", key=name) from None
     return ProtectInputs(
-        base=_relative(base, "base"),
+        base=workspace_path(base, input_name="base"),
         data=data,
         validation=validation,
-        out=_relative(_raw(environ, "out"), "out"),
+        out=workspace_path(_raw(environ, "out"), input_name="out"),
         others=others,
         other_data=other_data,
         base_model_id=_raw(environ, "base-model-id") or None,
@@ -280,30 +203,8 @@ def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
     Raises:
         ConfigError: an unknown value, an unreadable size or a path outside the workspace, naming the input.
     """
-    fail_on = _raw(environ, "fail-on-detection")
-    fail_on = FAIL_ON_ALIASES.get(fail_on.lower(), fail_on)
-    if fail_on not in FAIL_ON:
-        raise ConfigError(
-            f"input fail-on-detection: unknown value {fail_on!r} "
-            f"(known: {', '.join(FAIL_ON)}; true means derived, false means never)",
-            key="fail-on-detection",
-        )
-    probes = _raw(environ, "probes")
-    return ActionInputs(
-        token=environ.get(input_variable("token"), "").strip(),
-        mode=_choice(environ, "mode", MODES),
-        registry=_relative(_raw(environ, "registry"), "registry"),
-        paths=_paths(environ, "paths"),
-        probes=probes if probes == "default" else _relative(probes, "probes"),
-        dtype=_choice(environ, "dtype", DTYPES),
-        extraction=_choice(environ, "extraction", EXTRACTION_MODES),
-        fail_on=fail_on,
-        max_model_bytes=parse_size(_raw(environ, "max-model-size")),
-        report_dir=_relative(_raw(environ, "report-dir"), "report-dir"),
-        open_issue=_boolean(environ, "open-issue"),
-        comment_on_pr=_boolean(environ, "comment-on-pr"),
-        annotate_card=_boolean(environ, "annotate-card"),
-    )
+    values = read_action_inputs(environ, ACTION_OPTIONS)
+    return ActionInputs(token=environ.get(input_variable("token"), "").strip(), **values)
 
 
 def read_environment(environ: Mapping[str, str]) -> RunnerEnvironment:
