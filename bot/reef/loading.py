@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.errors import ConfigError, ModelLoadError, UnsafeWeightsError
+from bot.reef.safetensors import SafetensorsHeader, read_file_header
 
 if TYPE_CHECKING:
     import torch
@@ -54,8 +55,6 @@ SIDE_FILES = (
 )
 # The files a tokenizer's vocabulary comes in (fast, SentencePiece, BPE, WordPiece); one must be there.
 VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
-# The safetensors library refuses larger headers too; a bigger claim is corruption, not a model.
-MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 # Config keys that size a model (whichever its family uses); each must fit in the stored weights.
 _CONFIG_BLOCK_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _CONFIG_SIZE_KEYS = (
@@ -64,10 +63,6 @@ _CONFIG_SIZE_KEYS = (
 )  # fmt: skip
 # A numbered block in a tensor name: "model.layers.3.", "transformer.h.3.", "encoder.layer.3.".
 _BLOCK_NUMBER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
-_SAFETENSORS_ITEMSIZE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,78 +155,16 @@ def check_not_lfs_pointer(path: Path) -> None:
         )
 
 
-def check_safetensors(path: Path) -> None:
-    """Validate a safetensors file's header against its size without reading the tensors.
-
-    The format's rules: tensors cover the data buffer end to end, in any order, without overlaps or holes, so no
-    byte of the file is unaccounted for.
+def check_safetensors(path: Path) -> SafetensorsHeader:
+    """Read and check a local safetensors file's header (``bot.reef.safetensors.read_header``'s rules), not its
+    tensors.
 
     Raises:
-        ModelLoadError: for an LFS pointer, a truncated file, a header that is not JSON (or nested too deeply to
-            read), or tensor offsets that disagree with the shapes, overlap, leave gaps or disagree with the size.
-    """
-    header_len, header = read_safetensors_header(path)
-    size = path.stat().st_size
-    spans: list[tuple[int, int, str]] = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in info["data_offsets"])
-            n_values = 1
-            for dim in info["shape"]:
-                if int(dim) < 0:
-                    raise ValueError(f"negative dimension {dim}")
-                n_values *= int(dim)
-            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"{path}: corrupt safetensors entry {name!r}", source=str(path)) from e
-        if begin < 0 or end - begin != n_values * itemsize:
-            raise ModelLoadError(
-                f"{path}: tensor {name!r} claims bytes {begin}-{end} but its shape needs {n_values * itemsize}",
-                source=str(path),
-            )
-        spans.append((begin, end, name))
-    data_end = 0
-    for begin, end, name in sorted(spans):
-        if begin != data_end:
-            what = "overlaps the tensor before it" if begin < data_end else f"leaves a gap of {begin - data_end} bytes"
-            raise ModelLoadError(
-                f"{path}: corrupt safetensors file: tensor {name!r} at byte {begin} {what}; download it again",
-                source=str(path),
-            )
-        data_end = end
-    if 8 + header_len + data_end != size:
-        raise ModelLoadError(
-            f"{path}: truncated or padded safetensors file (tensors need {8 + header_len + data_end} bytes, "
-            f"file has {size}); download it again",
-            source=str(path),
-        )
-
-
-def read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
-    """A safetensors file's header length and parsed JSON header (shapes, dtypes, offsets; no tensor data).
-
-    Raises:
-        ModelLoadError: an LFS pointer, a truncated file, a header that is not a JSON object or too large or
-            deeply nested to read.
+        ModelLoadError: a Git LFS pointer, or a header ``read_header`` refuses (truncated, not JSON, offsets that
+            disagree with the shapes, overlap, leave gaps or disagree with the file's size).
     """
     check_not_lfs_pointer(path)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes)", source=str(path))
-        header_len = int.from_bytes(prefix, "little")
-        if header_len > size - 8 or header_len > MAX_SAFETENSORS_HEADER_BYTES:
-            raise ModelLoadError(
-                f"{path}: corrupt or truncated safetensors header (claims {header_len} header bytes, file has {size})",
-                source=str(path),
-            )
-        header = parse_json(handle.read(header_len), what="safetensors header", path=path)
-    if not isinstance(header, dict):
-        raise ModelLoadError(f"{path}: corrupt safetensors header (not a JSON object)", source=str(path))
-    return header_len, header
+    return read_file_header(path)
 
 
 def parse_json(data: str | bytes, *, what: str, path: Path) -> Any:
@@ -666,9 +599,7 @@ def check_safetensors_folder(folder: Path) -> list[Path]:
     shapes: dict[str, Sequence[int]] = {}
     for file in files:
         check_inside(file, folder)
-        check_safetensors(file)
-        header = read_safetensors_header(file)[1]
-        shapes.update((name, info["shape"]) for name, info in header.items() if name != "__metadata__")
+        shapes.update((name, span.shape) for name, span in check_safetensors(file).tensors.items())
     check_config_fits_weights(config, shapes, folder)
     return files
 
@@ -837,8 +768,7 @@ class PeftAdapterLoader:
             raise ModelLoadError(f"{path}: no adapter_model.safetensors", source=str(path))
         adapter_file = adapter_files[0]
         check_inside(adapter_file, path)
-        check_safetensors(adapter_file)
-        stored = [name for name in read_safetensors_header(adapter_file)[1] if name != "__metadata__"]
+        stored = list(check_safetensors(adapter_file).tensors)
         base_model = load_model(base, dtype=dtype, with_lm_head=with_lm_head or _is_causal_lm(base))
         # Adapters name modules as the model they were trained on did: the task model (``model.layers.0…`` under
         # a causal LM) or the bare one (``layers.0…``). Map the names onto the model loaded here.

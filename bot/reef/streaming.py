@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,11 +51,11 @@ from bot.reef.loading import (
     check_shard_index,
     load_model,
     read_config,
-    read_safetensors_header,
     sha256_file,
     tokenizer_files,
     torch_dtype,
 )
+from bot.reef.safetensors import byte_count
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,6 @@ COMFORT_FRACTION = 0.5
 # Padded tokens a block runs at once: a batch of long probes runs in parts of rows, so a block's temporaries
 # stay small (Gemma 3 270M's MLP holds 24 MB at 1024 tokens, 100 MB for 16 probes of 256 tokens).
 MAX_BLOCK_TOKENS = 1024
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}  # bfloat16 read as raw 16-bit words
 
 
@@ -91,10 +91,7 @@ class StoredTensor:
 
     @property
     def n_values(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
 
 def tensor_index(folder: Path) -> dict[str, StoredTensor]:
@@ -108,17 +105,11 @@ def tensor_index(folder: Path) -> dict[str, StoredTensor]:
     check_shard_index(folder)
     for file in sorted(p for p in folder.glob("*.safetensors") if p.is_file()):
         check_inside(file, folder)
-        check_safetensors(file)
-        header_len, header = read_safetensors_header(file)
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
+        header = check_safetensors(file)
+        for name, span in header.tensors.items():
             if name in index:
                 raise ModelLoadError(f"{folder}: tensor {name!r} is in both {index[name].file.name} and {file.name}")
-            begin = int(info["data_offsets"][0])
-            index[name] = StoredTensor(
-                file, str(info["dtype"]), tuple(int(d) for d in info["shape"]), 8 + header_len + begin
-            )
+            index[name] = StoredTensor(file, span.dtype, span.shape, header.offset(name))
     return index
 
 
@@ -126,7 +117,7 @@ def whole_model_bytes(index: Mapping[str, StoredTensor], dtype: str) -> int:
     """Memory the model's floating-point tensors take once loaded whole in ``dtype``."""
     itemsize = 4 if dtype == "float32" else 2
     return sum(
-        t.n_values * (itemsize if t.dtype in _NUMPY_DTYPE else _ITEMSIZE.get(t.dtype, 1)) for t in index.values()
+        t.n_values * itemsize if t.dtype in _NUMPY_DTYPE else byte_count(t.dtype, t.n_values) for t in index.values()
     )
 
 
