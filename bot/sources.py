@@ -32,6 +32,7 @@ _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 # Git refs as the Hub accepts them in URLs: branches, tags ("v1.0", "refs/pr/1") and commit shas.
 _REVISION = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"
 _HUB_REFERENCE = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>{_REVISION}))?")
+_HUB_ID = re.compile(rf"(?:{_NAME}/)?{_NAME}")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
 _FORMS = "a local folder or .gguf/.safetensors/.bin file, org/name, org/name@<branch or tag> or org/name@<sha>"
@@ -89,6 +90,38 @@ class ModelSource:
 
     def __str__(self) -> str:
         return f"{self.ref}@{self.revision}" if self.revision else self.ref
+
+
+def parse_hub_id(text: str, *, key: str | None = None) -> str:
+    """The Hub model id in `text` (``org/name``, or a legacy ``name`` such as ``gpt2``), without revision.
+
+    The one check for a Hub id that goes into a model card (``base_model``), a registry entry (``hub_id``) or a
+    flag. A local path is refused even where it reads like an id (``models/source`` when that folder exists): a
+    path in a card means nothing to the Hub or to anyone else's machine.
+
+    Args:
+        text: the id.
+        key: the flag or key `text` came from, for the message.
+
+    Returns:
+        The id, stripped.
+
+    Raises:
+        ConfigError: `text` is a local path, carries a revision, or is not a Hub id.
+
+    Example:
+        >>> parse_hub_id(" org/name "), parse_hub_id("gpt2")
+        ('org/name', 'gpt2')
+    """
+    where = f"{key}: " if key else ""
+    hub_id = text.strip()
+    if not hub_id:
+        raise ConfigError(f"{where}empty Hub id; use org/name", key=key)
+    if _looks_local(hub_id):
+        raise ConfigError(f"{where}{hub_id!r} is a local path, not a Hub id; use the model's org/name", key=key)
+    if not _HUB_ID.fullmatch(hub_id) or ".." in hub_id or "--" in hub_id:
+        raise ConfigError(f"{where}{hub_id!r} is not a Hub model id; use org/name (no revision)", key=key)
+    return hub_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,11 +195,14 @@ def _resolve_hub(
     source: ModelSource, text: str, *, cache_dir: Path | None, endpoint: str | None, token: str | None
 ) -> ResolvedSource:
     # Imported here: huggingface_hub brings httpx and friends, and parsing a reference needs none of them.
-    from huggingface_hub import HfApi, is_offline_mode, snapshot_download
+    from huggingface_hub import is_offline_mode, snapshot_download
+
+    from bot._http import make_api
 
     offline = is_offline_mode()
+    api = make_api(endpoint, token)  # also gives snapshot_download's requests their time limits
     if not offline:
-        sha = HfApi(endpoint=endpoint, token=token).model_info(source.ref, revision=source.revision).sha
+        sha = api.model_info(source.ref, revision=source.revision).sha
         if sha is None:
             raise RemoteError(f"{source}: the Hub sent no commit sha; retry later", service="hub")
     elif source.revision is not None and _COMMIT_SHA.fullmatch(source.revision):
@@ -183,7 +219,7 @@ def _resolve_hub(
             revision=sha,  # the sha just inspected, so a push in between cannot mix two commits
             allow_patterns=list(HUB_FILES),
             cache_dir=cache_dir,
-            endpoint=endpoint,
+            endpoint=api.endpoint,
             token=token,
             local_files_only=offline,
         )

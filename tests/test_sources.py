@@ -283,6 +283,37 @@ def test_unreachable_hub_is_a_remote_error(cache: Path) -> None:
     assert caught.value.status is None
 
 
+_STALLED_SCRIPT = """
+import sys, time
+from bot._http import request_deadline
+from bot.errors import RemoteError
+from bot.sources import resolve
+
+started = time.monotonic()
+try:
+    with request_deadline(2.0):
+        resolve("org/tiny", cache_dir=sys.argv[1], endpoint=sys.argv[2])
+except RemoteError as e:
+    print(f"{time.monotonic() - started:.1f}", e)
+"""
+
+
+def test_a_silent_hub_cannot_hold_resolve(hub: HubServer, tmp_path: Path, cache: Path) -> None:
+    """resolve's requests carry the time limits of bot._http even in a fresh interpreter (where no hub command
+    installed them before): a Hub that accepts the connection and says nothing is cut off, not waited for."""
+    hub.add_repo("org/tiny", make_repo(tmp_path / "repo"), sha=SHA)
+    hub.misbehave_next("/api/models/org/tiny", stall_s=600)
+
+    run = subprocess.run(
+        [sys.executable, "-c", _STALLED_SCRIPT, str(cache), hub.url],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+
+    seconds, _, message = run.stdout.strip().partition(" ")
+    assert float(seconds) < 30, run.stdout  # the deadline (2 s) plus start-up, not the stall (600 s)
+    assert "org/tiny" in message
+
+
 _OFFLINE_SCRIPT = """
 import json, sys
 from pathlib import Path

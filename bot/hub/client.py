@@ -1,7 +1,7 @@
 """The Hub client, the run's budget (requests, bytes, time) and the funnel from Hub errors to ours.
 
-``make_api`` is the one factory: every function in ``bot.hub`` receives the ``HfApi`` it builds, so tests aim
-it at a local double. ``Budget`` wraps each Hub call: on 429 it waits as long as the ``RateLimit`` header
+``bot._http.make_api`` is the one factory: every function in ``bot.hub`` receives the ``HfApi`` it builds, so
+tests aim it at a local double. ``Budget`` wraps each Hub call: on 429 it waits as long as the ``RateLimit`` header
 (``"api";r=0;t=55``) or ``Retry-After`` says, on 5xx it backs off exponentially (1, 2, 4 … s, capped), and it
 refuses to wait past the run's wall-time cap. huggingface_hub retries only some calls itself (file HEADs,
 listing pages after the first, commits); ``model_info``, the first listing page, safetensors header reads and
@@ -9,11 +9,9 @@ discussion calls surface a 429 at once, so they go through ``Budget.call``. The 
 (API 1,000 / resolvers 5,000 for a free account; hub-docs rate-limits.md) are why the scan reads headers and
 pins shas before it downloads anything.
 
-Every Hub request has a time limit. huggingface_hub's shared HTTP client has none of its own (``list_models``
-and ``model_info`` wait forever on a Hub that accepts the connection and says nothing), so ``make_api``
-installs one through the library's public ``set_client_factory``: ``REQUEST_TIMEOUT_S`` per connect or read,
-and, while ``Budget.call`` runs a call, never past the run's ``--max-seconds``: a request is refused once the
-budget is spent and a body still arriving then is cut off.
+Every Hub request has a time limit (``bot._http``, the one client factory); while ``Budget.call`` runs a call,
+never past the run's ``--max-seconds``: a request is refused once the budget is spent and a body still arriving
+then is cut off.
 """
 
 from __future__ import annotations
@@ -21,115 +19,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from bot._http import REQUEST_TIMEOUT_S, request_deadline
 from bot.errors import ReefguardError, RemoteError
-
-if TYPE_CHECKING:
-    from huggingface_hub import HfApi
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TOKEN_SHAPED = re.compile(r"hf_[A-Za-z0-9]{8,}")
-REQUEST_TIMEOUT_S = 30.0
-"""Longest wait for a connection or for the next bytes of an answer (the Hub's own client waits forever)."""
 # Replies the client could not turn into its types: not JSON, JSON nested past Python's recursion limit, or
 # JSON of another shape (huggingface_hub builds ModelInfo(**data) and indexes into the data).
 _GARBLED = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
-
-
-class _Deadline:
-    """When the running ``Budget.call`` must be over (``time.monotonic()``), or None.
-
-    One per process: huggingface_hub shares one HTTP client across threads (snapshot downloads run in a pool),
-    so the limit cannot live in a thread or a context variable.
-    """
-
-    def __init__(self) -> None:
-        self.at: float | None = None
-        self.lock = threading.Lock()
-
-
-_DEADLINE = _Deadline()
-
-
-def make_api(endpoint: str | None = None, token: str | None = None) -> HfApi:
-    """An ``HfApi`` for ``endpoint`` (default https://huggingface.co) authenticated with ``token`` if given.
-
-    The endpoint is passed explicitly: huggingface_hub reads ``HF_ENDPOINT`` once, at import. Also makes
-    huggingface_hub's shared HTTP client one with time limits (``install_http_client``).
-    """
-    from huggingface_hub import HfApi
-
-    install_http_client()
-    return HfApi(endpoint=(endpoint or DEFAULT_ENDPOINT).rstrip("/"), token=token or None)
-
-
-def install_http_client() -> None:
-    """Give huggingface_hub an HTTP client whose requests time out (see the module docstring); idempotent."""
-    from huggingface_hub import get_session, set_client_factory
-
-    if not isinstance(getattr(get_session(), "_transport", None), _LimitedTransport):
-        set_client_factory(_limited_client)
-
-
-def _limited_client() -> httpx.Client:
-    # The library's own request hook (offline mode, request ids); public in its default factory, not exported.
-    from huggingface_hub.utils._http import hf_request_event_hook
-
-    return httpx.Client(
-        transport=_LimitedTransport(),
-        event_hooks={"request": [hf_request_event_hook]},
-        follow_redirects=True,
-        timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
-    )
-
-
-class _LimitedTransport(httpx.HTTPTransport):
-    """httpx's transport, with every timeout cut to what is left of the running call's deadline."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = _DEADLINE.at
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise httpx.ReadTimeout("the run's time budget is spent", request=request)
-            limits = dict(request.extensions.get("timeout") or {})
-            request.extensions["timeout"] = {
-                kind: left if limits.get(kind) is None else min(limits[kind], left)
-                for kind in ("connect", "read", "write", "pool")
-            }
-        response = super().handle_request(request)
-        if deadline is not None and isinstance(response.stream, httpx.SyncByteStream):
-            response.stream = _CutOffStream(response.stream, deadline, request)
-        return response
-
-
-class _CutOffStream(httpx.SyncByteStream):
-    """A response body that stops with a timeout once the deadline passes (a Hub dripping bytes slowly)."""
-
-    def __init__(self, inner: httpx.SyncByteStream, deadline: float, request: httpx.Request) -> None:
-        self.inner, self.deadline, self.request = inner, deadline, request
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.inner:
-            if time.monotonic() > self.deadline:
-                raise httpx.ReadTimeout("the run's time budget ran out during the download", request=self.request)
-            yield chunk
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,14 +187,8 @@ class Budget:
         """``fn()``, its Hub requests limited to what is left of ``max_seconds``."""
         if self.max_seconds is None:
             return fn()
-        with _DEADLINE.lock:
-            previous = _DEADLINE.at
-            _DEADLINE.at = time.monotonic() + max(0.0, self.max_seconds - self.elapsed_s())
-        try:
+        with request_deadline(self.max_seconds - self.elapsed_s()):
             return fn()
-        finally:
-            with _DEADLINE.lock:
-                _DEADLINE.at = previous
 
 
 def _retry_advice(error: Exception, attempt: int) -> tuple[int | None, float]:

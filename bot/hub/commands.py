@@ -56,8 +56,7 @@ def _pairs(values: list[str], *, key: str) -> dict[str, str]:
 
 
 def _hub_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
-                        help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")  # fmt: skip
+    parser.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +175,7 @@ def _budget(args: argparse.Namespace) -> Budget:
 
 
 def _options(args: argparse.Namespace, source_repos: dict[str, str]) -> ScanOptions:
+    from bot._http import hub_token
     from bot.hub.scan import ScanOptions
 
     return ScanOptions(
@@ -187,7 +187,7 @@ def _options(args: argparse.Namespace, source_repos: dict[str, str]) -> ScanOpti
         source_repos=source_repos,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         endpoint=args.endpoint,
-        token=os.environ.get("HF_TOKEN") or None,
+        token=hub_token(),
         triage=not args.no_triage,
     )
 
@@ -205,8 +205,8 @@ def _summary(report: ScanReport, folder: Path) -> str:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from bot._http import make_api
     from bot.errors import RemoteError
-    from bot.hub.client import make_api
     from bot.hub.results import ScanReport, ScanState, write_scan_report
     from bot.hub.scan import Selection, Shard, list_candidates, parse_since, scan, source_repo_map
     from bot.registry import Registry
@@ -270,11 +270,12 @@ def _annotate(
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from bot.hub.client import Budget, make_api
+    from bot._http import hub_token, make_api
+    from bot.hub.client import Budget
     from bot.hub.results import read_report
 
     report = read_report(Path(args.report))
-    token = os.environ.get("HF_TOKEN") or None
+    token = hub_token()
     _annotate(make_api(args.endpoint, token), report, write=args.write, token=token, budget=Budget(),
               as_json=args.json)  # fmt: skip
     return OK
@@ -282,7 +283,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 def revision_scanner(args: argparse.Namespace) -> Callable[[str, str], str]:
     """``scan_one(repo_id, sha) -> note`` for the webhook worker: scan one revision, update state and report."""
-    from bot.hub.client import make_api
+    from bot._http import make_api
     from bot.hub.results import ScanReport, ScanState, write_scan_report
     from bot.hub.scan import candidate_at, scan, source_repo_map
     from bot.registry import Registry
@@ -325,8 +326,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_add_references(args: argparse.Namespace) -> int:
     """Exit 0 when every listed model is in the registry or skipped for good, 3 when some failed (retry)."""
+    from bot._http import hub_token, make_api
     from bot.errors import RemoteError
-    from bot.hub.client import Budget, make_api
+    from bot.hub.client import Budget
     from bot.hub.references import Outcome, ReferenceOptions, add_references, load_reference_list
     from bot.registry import Registry
 
@@ -337,7 +339,7 @@ def cmd_add_references(args: argparse.Namespace) -> int:
     chosen = [model for model in listed if not args.only or model.name in args.only]
     registry = Registry(Path(args.registry))
     registry.root.mkdir(parents=True, exist_ok=True)
-    token = os.environ.get("HF_TOKEN") or None
+    token = hub_token()
     options = ReferenceOptions(
         probes=args.probes,
         dtype=args.dtype,

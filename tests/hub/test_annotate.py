@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot._http import make_api
 from bot.cli import ExitCode, main
 from bot.hub.annotate import Identity, annotate
-from bot.hub.client import Budget, make_api
+from bot.hub.client import Budget
 from bot.hub.results import UNDECLARED, Finding, ModelResult, Status
 from bot.report import HUB_DISCUSSION, Marker, parse_markers
 from tests.doubles.hub_server import HubServer

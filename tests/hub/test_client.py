@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bot._http import make_api
 from bot.errors import RemoteError
-from bot.hub.client import Budget, make_api
+from bot.hub.client import Budget
 from bot.hub.scan import Selection, list_candidates, parse_since
 from tests.doubles.hub_server import HubServer
 from tests.hub.conftest import SOURCE_REPO, plant
