@@ -25,6 +25,12 @@ def test_readme_is_a_front_door() -> None:
     assert "make demo" in text and "make test" in text  # the two quick-start commands; .ci/run calls make test
 
 
+def test_readme_links_every_example_workflow() -> None:
+    links = set(LOCAL_LINK.findall(_outside_code(README.read_text(encoding="utf-8"))))
+    workflows = {str(path.relative_to(REPO)) for path in (REPO / "docs" / "workflows").glob("*.yml")}
+    assert workflows and workflows <= links, f"not linked from README.md: {sorted(workflows - links)}"
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(REPO)))
 def test_every_table_block_names_the_bench_that_wrote_it(doc: Path) -> None:
     text = doc.read_text(encoding="utf-8")
