@@ -12,12 +12,18 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.reef.fingerprint import Fingerprint, fingerprint_model
-from bot.reef.loading import adapter_base_reference, check_model_files, tokenizer_files
-from bot.reef.probes import DEFAULT_PROBES, load_probes
-from bot.reef.streaming import load_for_extraction
-from bot.reef.tokenizing import tokenize_apart
-from bot.reef.verdict import compare
+from bot.reef import (
+    DEFAULT_PROBES,
+    Fingerprint,
+    adapter_base_reference,
+    check_model_files,
+    compare,
+    fingerprint_model,
+    load_for_extraction,
+    load_probes,
+    tokenize_apart,
+    tokenizer_files,
+)
 from bot.sources import ModelSource, resolve
 
 __all__ = ["compare", "default_name", "fingerprint"]
