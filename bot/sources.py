@@ -16,23 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bot.cards import HUB_NAME, looks_local
+from bot.cards import parse_hub_id as parse_hub_id  # the one Hub-id check; its home is the card writer's module
 from bot.errors import ConfigError, ModelLoadError, ReefguardError, RemoteError
-from bot.reef.loading import SIDE_FILES
+from bot.reef import SIDE_FILES
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes that mark a reference with a path separator as local even before it exists.
-LOCAL_SUFFIXES = (".gguf", ".safetensors", ".bin")
 #: The only Hub files `resolve` downloads (fnmatch patterns, as `snapshot_download(allow_patterns=...)`).
 #: ``*.bin`` is absent on purpose: pickled weights can run code when loaded.
 HUB_FILES = (*SIDE_FILES, "*.safetensors", "*.safetensors.index.json", "adapter_config.json")
 
-# Hub repo names: letters, digits, "_", "-", "."; no leading or trailing "-" or "."; at most 96 characters.
-_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 # Git refs as the Hub accepts them in URLs: branches, tags ("v1.0", "refs/pr/1") and commit shas.
 _REVISION = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"
-_HUB_REFERENCE = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>{_REVISION}))?")
-_HUB_ID = re.compile(rf"(?:{_NAME}/)?{_NAME}")
+_HUB_REFERENCE = re.compile(rf"(?P<repo>{HUB_NAME}/{HUB_NAME})(?:@(?P<revision>{_REVISION}))?")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
 _FORMS = "a local folder or .gguf/.safetensors/.bin file, org/name, org/name@<branch or tag> or org/name@<sha>"
@@ -80,7 +77,7 @@ class ModelSource:
         text = text.strip()
         if not text:
             raise ConfigError(f"empty model reference; use {_FORMS}")
-        if _looks_local(text):
+        if looks_local(text):
             return cls(kind="local", ref=os.path.expanduser(text))
         match = _HUB_REFERENCE.fullmatch(text)
         revision = match["revision"] if match else None
@@ -90,38 +87,6 @@ class ModelSource:
 
     def __str__(self) -> str:
         return f"{self.ref}@{self.revision}" if self.revision else self.ref
-
-
-def parse_hub_id(text: str, *, key: str | None = None) -> str:
-    """The Hub model id in `text` (``org/name``, or a legacy ``name`` such as ``gpt2``), without revision.
-
-    The one check for a Hub id that goes into a model card (``base_model``), a registry entry (``hub_id``) or a
-    flag. A local path is refused even where it reads like an id (``models/source`` when that folder exists): a
-    path in a card means nothing to the Hub or to anyone else's machine.
-
-    Args:
-        text: the id.
-        key: the flag or key `text` came from, for the message.
-
-    Returns:
-        The id, stripped.
-
-    Raises:
-        ConfigError: `text` is a local path, carries a revision, or is not a Hub id.
-
-    Example:
-        >>> parse_hub_id(" org/name "), parse_hub_id("gpt2")
-        ('org/name', 'gpt2')
-    """
-    where = f"{key}: " if key else ""
-    hub_id = text.strip()
-    if not hub_id:
-        raise ConfigError(f"{where}empty Hub id; use org/name", key=key)
-    if _looks_local(hub_id):
-        raise ConfigError(f"{where}{hub_id!r} is a local path, not a Hub id; use the model's org/name", key=key)
-    if not _HUB_ID.fullmatch(hub_id) or ".." in hub_id or "--" in hub_id:
-        raise ConfigError(f"{where}{hub_id!r} is not a Hub model id; use org/name (no revision)", key=key)
-    return hub_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,18 +257,6 @@ def _endpoint_of(error: Exception) -> str:
     except (AttributeError, RuntimeError):  # httpx raises RuntimeError when the request is not set
         return ""
     return f" at {url.scheme}://{url.netloc.decode()}"
-
-
-def _looks_local(text: str) -> bool:
-    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
-    if text.startswith((".", "~", *separators)):
-        return True
-    if any(sep in text for sep in separators) and text.lower().endswith(LOCAL_SUFFIXES):
-        return True
-    try:
-        return Path(text).exists()
-    except (OSError, ValueError):  # a name too long for the OS, or with a NUL byte: not a path here
-        return False
 
 
 def _valid_revision(revision: str | None) -> bool:
