@@ -20,18 +20,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.engine import compare, fingerprint
     from bot.errors import ReefguardError
-    from bot.reef.fingerprint import Fingerprint
-    from bot.reef.verdict import Report, Verdict
+    from bot.reef import Fingerprint, Report, Verdict
     from bot.registry import Registry
     from bot.sources import ModelSource
 
 _HOMES = {
-    "Fingerprint": "bot.reef.fingerprint",
+    "Fingerprint": "bot.reef",
     "ModelSource": "bot.sources",
     "ReefguardError": "bot.errors",
     "Registry": "bot.registry",
-    "Report": "bot.reef.verdict",
-    "Verdict": "bot.reef.verdict",
+    "Report": "bot.reef",
+    "Verdict": "bot.reef",
     "compare": "bot.engine",
     "fingerprint": "bot.engine",
 }

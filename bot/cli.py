@@ -8,6 +8,7 @@ configuration error, 3 any other reefguard error (one line on stderr, no traceba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -20,12 +21,11 @@ from bot import _output
 from bot.errors import ConfigError, ReefguardError
 from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
-from bot.options import CHECK_OPTIONS, MODEL_OPTIONS, REGISTRY, add_options
+from bot.options import CHECK_OPTIONS, HUB_ID, MODEL_OPTIONS, REGISTRY, add_options
 from bot.trap2 import commands as trap2_commands
 
 if TYPE_CHECKING:
-    from bot.reef.fingerprint import Fingerprint
-    from bot.reef.verdict import Report
+    from bot.reef import Fingerprint, Report
     from bot.registry import Registry
 
 logger = logging.getLogger("bot")
@@ -45,6 +45,7 @@ def _fingerprint(
     role: str = "source",
     related: Sequence[str] = (),
 ) -> Fingerprint:
+    from bot._http import hub_token
     from bot.engine import fingerprint
 
     return fingerprint(
@@ -59,7 +60,7 @@ def _fingerprint(
         batch_size=args.batch_size,
         extraction=args.extraction,
         show_progress=not args.quiet,
-        token=os.environ.get("HF_TOKEN"),
+        token=hub_token(),
     )
 
 
@@ -87,8 +88,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> ExitCode:
 
     registry = _registry(args)
     # Fail before the slow part: a bad or taken name, a registry path that is a file or read-only.
-    registry.check_can_add(args.name or default_name(ModelSource.parse(args.model)), replace=args.replace)
+    source = ModelSource.parse(args.model)
+    registry.check_can_add(args.name or default_name(source), replace=args.replace)
     fp = _fingerprint(args, args.model, name=args.name, role=args.role, related=args.related)
+    hub_id = args.hub_id or (source.ref if source.kind == "hub" else None)
+    fp = dataclasses.replace(fp, hub_id=hub_id) if hub_id else fp
     folder = registry.add(fp, replace=args.replace)
     _output.write(
         f"added {fp.name} ({fp.architecture}, {len(fp.layers)} of {fp.n_layers} blocks, "
@@ -112,7 +116,7 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
 def cmd_compare(args: argparse.Namespace) -> ExitCode:
     import json
 
-    from bot.reef.verdict import pair_grid
+    from bot.reef import pair_grid
     from bot.report import render_grid
 
     registry = _registry(args)
@@ -138,11 +142,16 @@ def cmd_registry(args: argparse.Namespace) -> ExitCode:
             _output.write(json.dumps([fp.to_dict() for fp in entries], indent=2))
         else:
             rows = [f"{fp.name:<28} {fp.role:<9} {fp.architecture:<28} {len(fp.layers):>3}/{fp.n_layers:<3} "
-                    f"{fp.probe_set}:{fp.probe_sha256[:8]}  {fp.model}" for fp in entries]  # fmt: skip
+                    f"{fp.probe_set}:{fp.probe_sha256[:8]}  {fp.hub_id or fp.model}" for fp in entries]  # fmt: skip
             _output.write("\n".join(rows) if rows else f"{registry.root}: empty registry")
     elif args.action == "show":
         fp = registry.get(args.name)
         _output.write(json.dumps(fp.to_dict(), indent=2))
+    elif args.action == "set":
+        if args.hub_id is None:
+            raise ConfigError("registry set: give what to set, --hub-id ORG/NAME", key="hub-id")
+        registry.set_hub_id(args.name, args.hub_id)
+        _output.write(f"{args.name}: hub_id {args.hub_id}")
     else:
         registry.remove(args.name)
         _output.write(f"removed {args.name} from {registry.root}")
@@ -185,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--related", nargs="*", default=[], metavar="NAME", help="registry names it derives from")
     fp.add_argument("--replace", action="store_true", help="overwrite an entry of the same name")
     _model_options(fp)
-    add_options(fp, (REGISTRY,))
+    add_options(fp, (HUB_ID, REGISTRY))
 
     check = commands.add_parser("check", parents=[verbosity], help="check a model against every registry source")
     check.add_argument("model", help="model folder, .gguf file, adapter folder or org/name@revision")
@@ -205,11 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         _model_options(sub)
         add_options(sub, (REGISTRY,))
 
-    reg = commands.add_parser("registry", parents=[verbosity], help="list, show or remove registry entries")
-    reg.add_argument("action", choices=("list", "show", "remove"))
-    reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, remove)")
+    reg = commands.add_parser("registry", parents=[verbosity], help="list, show, set or remove registry entries")
+    reg.add_argument("action", choices=("list", "show", "set", "remove"))
+    reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, set, remove)")
     reg.add_argument("--json", action="store_true")
-    add_options(reg, (REGISTRY,))
+    add_options(reg, (HUB_ID, REGISTRY))
 
     action = commands.add_parser("action", help="run as the GitHub Action (reads the INPUT_* and GITHUB_* variables)")
     for sub, handler in ((fp, cmd_fingerprint), (check, cmd_check), (cmp, cmd_compare), (reg, cmd_registry),

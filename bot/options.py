@@ -120,6 +120,12 @@ def _number(text: str) -> float:
         raise ConfigError(f"{text!r} is not a number") from None
 
 
+def _hub_id(text: str) -> str:
+    from bot.sources import parse_hub_id
+
+    return parse_hub_id(text)
+
+
 def _paths(text: str) -> tuple[str, ...]:
     """One path or glob pattern per line; blank lines and ``#`` comments skipped."""
     lines = (line.strip() for line in text.splitlines())
@@ -150,6 +156,9 @@ ALPHA = Option(dest="alpha", flag="--alpha", action_input=None, default="0.01",
 REPORT = Option(dest="report_dir", flag="--report", action_input="report-dir", default=None,
                 action_default="reefguard-report", help="write report.md, report.json and heatmaps here",
                 path_in_workspace=True)  # fmt: skip
+HUB_ID = Option(dest="hub_id", flag="--hub-id", action_input=None, default=None,
+                help="the source's Hub id (org/name), which model-card changes declare as base_model "
+                "(default: the model reference's, for a Hub model)", parse=_hub_id)  # fmt: skip
 # The Action's own: which models a workflow event selects, and what the bot may post.
 PATHS = Option(dest="paths", flag=None, action_input="paths", default="",
                help="model folders or glob patterns, one per line", parse=_paths, path_in_workspace=True)  # fmt: skip

@@ -67,11 +67,3 @@ def test_workflows_check_out_lfs_and_start_without_permissions() -> None:
             checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
             assert checkout["with"]["lfs"] is True, path.name
             assert checkout["with"]["persist-credentials"] is False, path.name
-
-
-def test_readme_section_shows_the_example_workflows_as_they_are() -> None:
-    section = (REPO / "README.md").read_text(encoding="utf-8")
-    for path in WORKFLOWS:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        body = "\n".join(line for line in lines if not line.startswith("#")).strip()
-        assert f"```yaml\n{body}\n```" in section, path.name

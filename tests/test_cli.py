@@ -50,8 +50,8 @@ def test_fingerprint_then_registry_commands(
     tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "reg"
-    code, out, _ = run(capsys, "fingerprint", tiny_llama, "--name", "tiny", "--registry", registry)
-    assert code == ExitCode.OK and "added tiny" in out
+    code, out, err = run(capsys, "fingerprint", tiny_llama, "--name", "tiny", "--registry", registry)
+    assert code == ExitCode.OK and "added tiny" in out, err
     code, out, _ = run(capsys, "registry", "list", "--registry", registry)
     assert code == ExitCode.OK and out.startswith("tiny ")
     code, out, _ = run(capsys, "registry", "show", "tiny", "--registry", registry)
@@ -62,6 +62,32 @@ def test_fingerprint_then_registry_commands(
     assert code == ExitCode.ERROR
     code, out, _ = run(capsys, "registry", "remove", "tiny", "--registry", registry)
     assert code == ExitCode.OK and Registry(registry).names() == []
+
+
+def test_an_entry_carries_the_hub_id_it_is_given(
+    tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "reg"
+    code, _, err = run(capsys, "fingerprint", tiny_llama, "--hub-id", "./models/tiny", "--registry", registry)
+    assert code == ExitCode.USAGE and "'./models/tiny' is a local path, not a Hub id" in err
+    assert not registry.exists()  # refused before the model was loaded
+    code, _, _ = run(
+        capsys, "fingerprint", tiny_llama, "--name", "tiny", "--hub-id", "org/tiny", "--registry", registry
+    )
+    assert code == ExitCode.OK and Registry(registry).get("tiny").hub_id == "org/tiny"
+    code, out, _ = run(capsys, "registry", "list", "--registry", registry)
+    assert out.rstrip().endswith("org/tiny")
+
+    code, out, _ = run(capsys, "registry", "set", "tiny", "--hub-id", "org/renamed", "--registry", registry)
+    assert code == ExitCode.OK and out.strip() == "tiny: hub_id org/renamed"
+    assert json.loads(run(capsys, "registry", "show", "tiny", "--registry", registry)[1])["hub_id"] == "org/renamed"
+    code, _, err = run(capsys, "registry", "set", "tiny", "--hub-id", "org/x@main", "--registry", registry)
+    assert code == ExitCode.USAGE and "not a Hub model id" in err
+    code, _, err = run(capsys, "registry", "set", "tiny", "--registry", registry)
+    assert code == ExitCode.USAGE and "--hub-id ORG/NAME" in err
+    code, _, err = run(capsys, "registry", "set", "nobody", "--hub-id", "org/x", "--registry", registry)
+    assert code == ExitCode.ERROR and "no entry named 'nobody'" in err
+    assert Registry(registry).get("tiny").hub_id == "org/renamed"
 
 
 def test_compare_prints_the_layer_grid(demo_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,7 +50,7 @@ from bot.report import ISSUE, Marker
 if TYPE_CHECKING:
     from github.Repository import Repository
 
-    from bot.reef.verdict import Report
+    from bot.reef import Report
     from bot.registry import Registry
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from bot.errors import ConfigError, ModelLoadError
 from bot.github.git import GitError, lfs_pull
-from bot.reef.loading import LFS_POINTER_PREFIX
+from bot.reef import LFS_POINTER_PREFIX
+from bot.sizes import format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -164,21 +165,6 @@ def inspect_model(path: str, *, workspace: Path) -> ModelFiles:
     )
 
 
-def format_size(n_bytes: int) -> str:
-    """A size in decimal units.
-
-    Example:
-        >>> format_size(4_000_000_000), format_size(1536)
-        ('4.0 GB', '1.5 kB')
-    """
-    value = float(n_bytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.1f} {unit}" if unit != "B" else f"{n_bytes} B"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
 def check_size(model: ModelFiles, max_bytes: int | None) -> None:
     """Refuse a model whose weights exceed ``max_bytes`` (None: no limit).
 
@@ -187,8 +173,8 @@ def check_size(model: ModelFiles, max_bytes: int | None) -> None:
     """
     if max_bytes is not None and model.size_bytes > max_bytes:
         raise ModelLoadError(
-            f"{model.path}: {format_size(model.size_bytes)} of weights is over max-model-size "
-            f"({format_size(max_bytes)}); raise the max-model-size input (loading needs about twice the "
+            f"{model.path}: {format_bytes(model.size_bytes)} of weights is over max-model-size "
+            f"({format_bytes(max_bytes)}); raise the max-model-size input (loading needs about twice the "
             "weights' size in memory at float32: use a larger runner) or leave this path out of `paths`",
             source=model.path,
         )

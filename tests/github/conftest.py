@@ -35,7 +35,7 @@ N_PROBES = 32
 def small_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry of the demo source and its references fingerprinted on 32 probes, plus that probe file."""
     from bot.engine import fingerprint
-    from bot.reef.probes import load_probes
+    from bot.reef import load_probes
     from bot.registry import Registry
 
     root = tmp_path_factory.mktemp("small-registry")
