@@ -297,6 +297,7 @@ class _Posts:
     cleared_texts: Mapping[str, str]
     matched_again_text: str
     cards: tuple[CardDraft, ...]
+    card_refusals: tuple[str, ...]
     owner: str
     default_branch: str | None
 
@@ -332,6 +333,7 @@ def _plan_posts(
     issues: list[IssueDraft] = []
     cleared: dict[str, str] = {}
     cards: list[CardDraft] = []
+    card_refusals: list[str] = []
     if not on_pr and inputs.open_issue:
         footer = (
             f"\n---\nFound by reefguard at {commit}{run_link}. Reruns update this issue instead of opening "
@@ -363,7 +365,12 @@ def _plan_posts(
                 continue
             folder = PurePosixPath(r.model.path).parent.as_posix() if r.model.path.endswith(".gguf") else r.model.path
             card_path = "README.md" if folder == "." else f"{folder}/README.md"
-            base_models = tuple(registry.get(source).model for source in r.report.sources)
+            hub_ids = {source: registry.get(source).hub_id for source in r.report.sources}
+            unknown = [source for source, hub_id in hub_ids.items() if hub_id is None]
+            if unknown:
+                card_refusals.append(_card_refusal(r.model.path, unknown))
+                continue
+            base_models = tuple(hub_id for hub_id in hub_ids.values() if hub_id is not None)
             relation = _relation(r, env.workspace / folder)
             cards.append(
                 CardDraft(
@@ -385,8 +392,19 @@ def _plan_posts(
         cleared_texts=cleared,
         matched_again_text=f"reefguard found this match again at {commit}{run_link}; the issue text is updated.",
         cards=tuple(cards),
+        card_refusals=tuple(card_refusals),
         owner=env.repository.split("/")[0],
         default_branch=event.default_branch,
+    )
+
+
+def _card_refusal(model_path: str, sources: Sequence[str]) -> str:
+    """Why no card change is proposed: ``base_model`` takes Hub ids, and these sources' entries carry none."""
+    entries = f"entry {sources[0]} has" if len(sources) == 1 else f"entries {', '.join(sources)} have"
+    fix = "; ".join(f"`reefguard registry set {source} --hub-id ORG/NAME`" for source in sources)
+    return (
+        f"reefguard cannot propose a model-card change for {model_path}: the registry {entries} no Hub id, and "
+        f"base_model must name a Hub model, never a path. Record it with {fix}."
     )
 
 
@@ -430,6 +448,9 @@ def _publish(posts: _Posts, repo: _RepoHandle, runner: Runner, *, event: Event) 
             return lines
 
         steps.append(("propose model card changes", cards))
+    for refusal in posts.card_refusals:
+        runner.warning(refusal, title="reefguard: no model card change")
+        runner.add_summary(f"\n> [!NOTE]\n> {refusal}\n")
     done: list[str] = []
     for what, step in steps:
         try:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.cli import ExitCode
+from bot.cli import ExitCode, main
 from bot.report import CLEARED, ISSUE, PR_COMMENT, Marker, find_marker
 from tests.doubles.github_server import READ_ONLY, SECONDARY_RATE_LIMIT, GitHubServer
 from tests.github.conftest import (
@@ -218,6 +218,8 @@ def test_card_pull_request_declares_the_base_model_once(
         server.add_repo(REPOSITORY, files={"models/mine/README.md": card.encode()})
         run_action.server = server
         workspace.put_model("models/mine", "source")
+        assert main(["registry", "set", "demo-source", "--hub-id", "demo-org/source",
+                     "--registry", str(workspace.root / "fingerprints")]) == ExitCode.OK  # fmt: skip
         workspace.commit("add")
         inputs = {"paths": "models/*", "annotate_card": "true", "open_issue": "false"}
 
@@ -232,19 +234,34 @@ def test_card_pull_request_declares_the_base_model_once(
         assert server.file(REPOSITORY, "main", "models/mine/README.md") == card.encode()  # never pushed to
         proposed = (server.file(REPOSITORY, branch, "models/mine/README.md") or b"").decode()
         assert proposed == (
-            "---\nlicense: mit\ntags:\n- demo\nbase_model:\n- "
-            f"{server_model_reference()}\nbase_model_relation: finetune\n---\n# Mine\n"
+            "---\nlicense: mit\ntags:\n- demo\nbase_model:\n- demo-org/source\n"
+            "base_model_relation: finetune\n---\n# Mine\n"
         )
         assert len(server.writes("PUT")) == 1 and len(server.writes("POST", "/pulls")) == 1
         assert "unchanged" in second.summary
         assert server.issues(REPOSITORY) == []  # open-issue: false
 
 
-def server_model_reference() -> str:
-    """The model reference the small registry recorded for demo-source (the path it was fingerprinted from)."""
-    from tests.builders import DEMO_MODELS
+def test_card_change_is_not_proposed_for_a_source_without_a_hub_id(
+    run_action: ActionRun, workspace: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with GitHubServer() as server:
+        card = "---\nlicense: mit\n---\n# Mine\n"
+        server.add_repo(REPOSITORY, files={"models/mine/README.md": card.encode()})
+        run_action.server = server
+        workspace.put_model("models/mine", "source")  # the small registry's demo-source was made from a path
+        workspace.commit("add")
 
-    return str(DEMO_MODELS / "source")
+        outcome = run_action("workflow_dispatch", {"inputs": {}}, capsys, paths="models/mine", annotate_card="true",
+                             open_issue="false")  # fmt: skip
+
+        assert outcome.code == ExitCode.FINDING
+        assert server.pulls(REPOSITORY) == [] and server.writes("PUT") == [] and server.writes("POST") == []
+        fix = "`reefguard registry set demo-source --hub-id ORG/NAME`"
+        for text in (outcome.stdout, outcome.summary):
+            assert "cannot propose a model-card change for models/mine" in text and fix in text
+        warnings = [line for line in outcome.stdout.splitlines() if line.startswith("::warning")]
+        assert len(warnings) == 1 and fix in warnings[0]
 
 
 @pytest.mark.parametrize("event_name", ["schedule", "new-branch push"])
