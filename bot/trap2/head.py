@@ -5,9 +5,13 @@ every position's logits, then the softmax, then the gradient of the logits (each
 ``head_loss`` runs the model's decoder for the hidden states and then, ``chunk_tokens`` rows at a time: logits,
 log-sum-exp, the picked logit and, when a gradient is wanted, the gradient with respect to the hidden states
 (``(softmax − onehot) @ W``), so no ``tokens × vocab`` tensor outlives its chunk and the head costs two matrix
-products per pass (forward and input gradient), as before. The loss is exactly the mean next-token
-cross-entropy transformers computes (same reduction, same shift), in float32; the vocabulary is never restricted
-(the softmax normaliser needs every token, so a restricted vocabulary would change the objective).
+products per pass (forward and input gradient), as before. When every row fits in one chunk (a training batch of
+a few windows), the softmax and the input gradient wait for ``backward``, with the logits kept until then: a
+pass whose backward never runs (Trap²'s capped scaled pass) costs one matrix product of the head, not two.
+
+The loss is exactly the mean next-token cross-entropy transformers computes (same reduction, same shift), in
+float32; the vocabulary is never restricted (the softmax normaliser needs every token, so a restricted vocabulary
+would change the objective).
 
 It applies when the head is a plain linear map: no bias, a frozen weight (LoRA training: the weight is the base's;
 or no gradient at all, as in evaluation), no logit soft-capping. Otherwise ``supports`` says no and the caller
@@ -43,32 +47,51 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels``; the input gradient is made in the forward."""
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels``.
+
+    With one chunk the input gradient is made in ``backward`` from the kept logits; with several it is made chunk
+    by chunk in the forward (no ``tokens × vocab`` tensor is kept).
+    """
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> Any:
         want_grad = hidden.requires_grad
+        ctx.deferred = want_grad and hidden.shape[0] <= chunk
         total = hidden.new_zeros(())
-        grad = torch.zeros_like(hidden) if want_grad else None
+        grad = torch.zeros_like(hidden) if want_grad and not ctx.deferred else None
         count = max(int(labels.numel()), 1)
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             logits = hidden[rows] @ weight.T
             lse = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, labels[rows, None])[:, 0]
-            total += (lse - picked).sum()
-            if grad is not None:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                probs[torch.arange(probs.shape[0]), labels[rows]] -= 1.0
-                grad[rows] = probs @ weight
+            total += (lse - logits.gather(1, labels[rows, None])[:, 0]).sum()
+            if ctx.deferred:
+                ctx.save_for_backward(logits, lse, labels, weight)
+                ctx.count = count
+            elif grad is not None:
+                grad[rows] = _input_gradient(logits, lse, labels[rows], weight)
         if grad is not None:
             ctx.save_for_backward(grad / count)
         return total / count
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> Any:
-        (grad,) = ctx.saved_tensors
+        if ctx.deferred:
+            logits, lse, labels, weight = ctx.saved_tensors
+            grad = _input_gradient(logits, lse, labels, weight) / ctx.count
+        else:
+            (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None
+
+
+def _input_gradient(logits: torch.Tensor, lse: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> Any:
+    """``(softmax − onehot) @ weight``: the summed cross-entropy's gradient with respect to the rows' hidden states.
+
+    The softmax is made in place of ``logits``.
+    """
+    probs = logits.sub_(lse[:, None]).exp_()
+    probs[torch.arange(probs.shape[0]), labels] -= 1.0
+    return probs @ weight
 
 
 def head_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:

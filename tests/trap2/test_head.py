@@ -50,15 +50,22 @@ def test_chunked_loss_equals_the_models_own(kind: str, scale: float | None, tmp_
         assert torch.allclose(ours_grads[name], grad, rtol=1e-3, atol=1e-6 * float(grad.abs().max())), name
 
 
-def test_chunks_smaller_than_the_batch_give_the_same_loss(tmp_path: Path) -> None:
+def test_chunks_smaller_than_the_batch_give_the_same_loss_and_gradient(tmp_path: Path) -> None:
     loaded = load_model(builders.tiny_model(tmp_path / "gpt2", "gpt2", seed=0), with_lm_head=True)
     model = loaded.model.requires_grad_(False)
     batch = torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(3))
     hidden = model.get_decoder()(input_ids=batch).last_hidden_state[:, :-1].reshape(-1, 32)
     weight, labels = model.get_output_embeddings().weight, batch[:, 1:].reshape(-1)
-    whole = head._ChunkedCrossEntropy.apply(hidden, weight, labels, 10_000)
-    assert float(head._ChunkedCrossEntropy.apply(hidden, weight, labels, 7)) == pytest.approx(float(whole), abs=1e-6)
-    assert float(whole) == pytest.approx(float(model(input_ids=batch, labels=batch).loss), abs=1e-5)
+    results = []
+    for chunk in (10_000, 7):  # one chunk: the gradient is made in backward; several: chunk by chunk, eagerly
+        rows = hidden.clone().requires_grad_(True)
+        loss = head._ChunkedCrossEntropy.apply(rows, weight, labels, chunk)
+        loss.backward()
+        results.append((float(loss), rows.grad))
+    (whole, whole_grad), (chunked, chunked_grad) = results
+    assert chunked == pytest.approx(whole, abs=1e-6)
+    assert torch.allclose(chunked_grad, whole_grad, atol=1e-6)
+    assert whole == pytest.approx(float(model(input_ids=batch, labels=batch).loss), abs=1e-5)
 
 
 def test_a_trainable_head_uses_the_models_own_loss(tmp_path: Path) -> None:
