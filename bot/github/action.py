@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -43,6 +42,7 @@ from bot.github.models import (
     fetch_pointers,
     inspect_model,
     models_from_files,
+    path_slug,
 )
 from bot.github.runner import Runner
 from bot.report import ISSUE, Marker
@@ -202,16 +202,6 @@ def _select(inputs: ActionInputs, event: Event, workspace: Path, repo: _RepoHand
     return models_from_files(tracked_files(cwd=workspace), excluded=excluded)
 
 
-def path_slug(path: str) -> str:
-    """A file-name-safe form of a model path.
-
-    Example:
-        >>> path_slug("models/My Model"), path_slug(".")
-        ('models-my-model', 'root')
-    """
-    return re.sub(r"[^a-z0-9._-]+", "-", path.lower()).strip("-.") or "root"
-
-
 def _check(model: ModelFiles, inputs: ActionInputs, workspace: Path, registry: Registry) -> ModelResult:
     from bot.engine import compare, fingerprint
     from bot.report import write_report
@@ -302,14 +292,11 @@ class _Posts:
     default_branch: str | None
 
 
-def _relation(result: ModelResult, workspace_folder: Path) -> str:
-    if str(result.report.verdict) == "merged":
-        return "merge"
-    if result.model.path.endswith(".gguf"):
-        return "quantized"
-    if (workspace_folder / "adapter_config.json").is_file():
-        return "adapter"
-    return "finetune"
+def _relation(result: ModelResult, workspace_folder: Path, n_bases: int) -> str:
+    from bot.cards import relation_for
+
+    return relation_for(str(result.report.verdict), n_bases=n_bases, quantized=result.model.path.endswith(".gguf"),
+                        adapter=(workspace_folder / "adapter_config.json").is_file())  # fmt: skip
 
 
 def _plan_posts(
@@ -371,7 +358,7 @@ def _plan_posts(
                 card_refusals.append(_card_refusal(r.model.path, unknown))
                 continue
             base_models = tuple(hub_id for hub_id in hub_ids.values() if hub_id is not None)
-            relation = _relation(r, env.workspace / folder)
+            relation = _relation(r, env.workspace / folder, len(base_models))
             cards.append(
                 CardDraft(
                     model_path=r.model.path,

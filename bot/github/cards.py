@@ -1,27 +1,23 @@
 """The model-card pull request: declare ``base_model`` / ``base_model_relation`` in a model folder's README.
 
-A Hugging Face model card is a README whose YAML front matter (between ``---`` lines) holds metadata; the
-Hub's model tree reads ``base_model`` (a list of model ids) and ``base_model_relation`` (``adapter``,
-``merge``, ``quantized`` or ``finetune``). The bot sets those two keys and keeps every other key in order
-(comments and layout inside the front matter are not kept: it is re-dumped). The change goes on the branch
-``reefguard/card-<path-slug>`` with one pull request into the default branch, both reused by reruns; the
-default branch itself is never written.
+The card text is read and written by ``bot.cards`` (the one front-matter writer: other keys kept in order, the
+text after the front matter byte for byte, ``base_model`` a list of Hub ids and never a path). This module only
+moves it through GitHub: the change goes on the branch ``reefguard/card-<path-slug>`` with one pull request into
+the default branch, both reused by reruns; the default branch itself is never written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from bot import report
+from bot.cards import ModelCard, set_base_model
 from bot.errors import ConfigError
 from bot.github.client import github_errors, is_not_found
+from bot.github.models import path_slug
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -29,8 +25,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "reefguard/card-"
-RELATIONS = ("adapter", "merge", "quantized", "finetune")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(?P<yaml>.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
 
 
 def branch_for(model_path: str) -> str:
@@ -40,65 +34,8 @@ def branch_for(model_path: str) -> str:
         >>> branch_for("models/My Model")
         'reefguard/card-models-my-model-e6de211f'
     """
-    slug = re.sub(r"[^a-z0-9._-]+", "-", model_path.lower()).strip("-.") or "root"
     digest = hashlib.sha256(model_path.encode("utf-8")).hexdigest()[:8]
-    return f"{BRANCH_PREFIX}{slug[:60]}-{digest}"
-
-
-def set_base_model(card: str | None, *, base_models: Sequence[str], relation: str) -> str:
-    """The card text with ``base_model`` and ``base_model_relation`` set, every other key kept in order.
-
-    Args:
-        card: the README text, None or empty for a missing card.
-        base_models: the base model references.
-        relation: one of ``RELATIONS``.
-
-    Raises:
-        ConfigError: the front matter is not a YAML mapping.
-
-    Example:
-        >>> card = "---\\nlicense: mit\\n---\\n# Model\\n"
-        >>> print(set_base_model(card, base_models=["org/base"], relation="finetune"))
-        ---
-        license: mit
-        base_model:
-        - org/base
-        base_model_relation: finetune
-        ---
-        # Model
-        <BLANKLINE>
-    """
-    if relation not in RELATIONS:
-        raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
-    text = card or ""
-    match = _FRONT_MATTER.match(text)
-    metadata: dict[str, Any] = {}
-    rest = text
-    if match is not None:
-        loaded = yaml.safe_load(match.group("yaml")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("README.md: the model card's front matter is not a YAML mapping", key="base_model")
-        metadata, rest = loaded, text[match.end() :]
-    metadata["base_model"] = list(base_models)
-    metadata["base_model_relation"] = relation
-    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return f"---\n{header}---\n{rest}"
-
-
-def declares(card: str | None, *, base_models: Sequence[str], relation: str) -> bool:
-    """Whether the card already declares exactly these base models and relation."""
-    match = _FRONT_MATTER.match(card or "")
-    if match is None:
-        return False
-    try:
-        metadata = yaml.safe_load(match.group("yaml"))
-    except yaml.YAMLError:
-        return False
-    if not isinstance(metadata, dict):
-        return False
-    declared = metadata.get("base_model")
-    declared = [declared] if isinstance(declared, str) else declared
-    return declared == list(base_models) and metadata.get("base_model_relation") == relation
+    return f"{BRANCH_PREFIX}{path_slug(model_path)[:60]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +44,7 @@ class CardDraft:
 
     Attributes:
         model_path: the model; card_path: its README (workspace-relative).
-        base_models: the sources' model references; relation: the Hub's ``base_model_relation``.
+        base_models: the sources' Hub ids; relation: the Hub's ``base_model_relation`` (``bot.cards.relation_for``).
         title: the pull request title; body: its text, which the marker is added to.
     """
 
@@ -127,6 +64,14 @@ class CardOutcome:
     model_path: str
     action: str
     url: str
+
+
+def _declares(card: str | None, draft: CardDraft) -> bool:
+    return ModelCard.parse(card, where=draft.card_path).declares(draft.base_models, relation=draft.relation)
+
+
+def _with_lineage(card: str | None, draft: CardDraft) -> str:
+    return set_base_model(card, base_models=draft.base_models, relation=draft.relation, where=draft.card_path)
 
 
 def _read(repo: Repository, path: str, ref: str) -> tuple[str | None, str | None]:
@@ -168,15 +113,15 @@ def sync_card_pr(repo: Repository, draft: CardDraft, *, owner: str, default_bran
 
     Raises:
         RemoteError: GitHub refused (a 403 without ``contents: write`` / ``pull-requests: write``).
-        ConfigError: the card's front matter is not a mapping.
+        ConfigError: the card's front matter is not a mapping, or a base is not a Hub id.
     """
     branch = branch_for(draft.model_path)
     if branch == default_branch:  # cannot happen with the prefix; the guard makes the promise explicit
         raise ConfigError(f"refusing to write the default branch {default_branch!r}", key="annotate-card")
-    bases, relation = draft.base_models, draft.relation
     current, _ = _read(repo, draft.card_path, default_branch)
-    if declares(current, base_models=bases, relation=relation):
+    if _declares(current, draft):
         return CardOutcome(model_path=draft.model_path, action="declared", url="")
+    proposed = _with_lineage(current, draft)  # a base that is not a Hub id is refused before anything is written
     branch_sha = _branch_sha(repo, branch)
     if branch_sha is None:
         base_sha = _branch_sha(repo, default_branch)
@@ -186,8 +131,8 @@ def sync_card_pr(repo: Repository, draft: CardDraft, *, owner: str, default_bran
             repo.create_git_ref(f"refs/heads/{branch}", base_sha)
     on_branch, blob_sha = _read(repo, draft.card_path, branch)
     action = "unchanged"
-    if not declares(on_branch, base_models=bases, relation=relation):
-        text = set_base_model(on_branch if on_branch is not None else current, base_models=bases, relation=relation)
+    if not _declares(on_branch, draft):
+        text = proposed if on_branch is None else _with_lineage(on_branch, draft)
         message = f"Declare the base model of {draft.model_path} (reefguard)"
         with github_errors(f"committing {draft.card_path} to {branch}"):
             if blob_sha is None:

@@ -58,6 +58,16 @@ class ModelFiles:
     pointers: tuple[str, ...]
 
 
+def path_slug(path: str) -> str:
+    """A file-name-safe form of a model path (report folders, card branches).
+
+    Example:
+        >>> path_slug("models/My Model"), path_slug(".")
+        ('models-my-model', 'root')
+    """
+    return re.sub(r"[^a-z0-9._-]+", "-", path.lower()).strip("-.") or "root"
+
+
 def is_weight_file(path: str) -> bool:
     """Whether a file name is one of ``WEIGHT_PATTERNS``.
 
