@@ -13,6 +13,12 @@ Layout, one folder per entry::
 The two anchor files are absent from entries made before weight evidence existed; such entries are checked
 by their representations alone.
 
+Beside the entries, ``.calibration/`` keeps what a check needs that does not depend on the suspect (each source's
+null and the ceilings, ``bot.reef.verdict.calibration``), so that a check compares the suspect with the sources
+only. It is written by the first check, updated in place by ``add`` and ``remove``, and carries two digests: one
+of the entries it was computed from (a store that does not match the registry is recomputed, with one log line)
+and one of its own bytes (an edited store is recomputed the same way); it is never used unverified.
+
 Entries are found by name or by the sha256 of any of their weight files (the Git LFS oid / the Hub's
 ``lfs.sha256``). Every write goes to a temporary folder beside the entry and is renamed into place, so a crash
 never leaves half an entry, and a failed fingerprint run writes nothing.
@@ -21,24 +27,32 @@ never leaves half an entry, and a failed fingerprint run writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef import Anchors, Fingerprint, pack_grams, unpack_grams
+from bot.reef import Anchors, Calibration, Fingerprint, calibrate, entries_digest, pack_grams, unpack_grams
 
 META_FILE = "meta.yaml"
 GRAMS_FILE = "grams.safetensors"
 ANCHOR_TOKENS_FILE = "anchors.json"
 ANCHOR_ROWS_FILE = "anchors.safetensors"
+CALIBRATION_DIR = ".calibration"
+CALIBRATION_ARRAYS = "nulls.safetensors"
+CALIBRATION_META = "calibration.json"
+# The calibration kept: the measure and conditioning ``check`` uses unless told otherwise.
+KEPT_MEASURE = ("linear", True)
+logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 # More probes than any probe set reefguard reads; a larger n_probes in meta.yaml is corruption (its Grams would
 # take n_probes² floats per layer).
@@ -185,6 +199,8 @@ class Registry:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RegistryError(f"{self.root}: cannot create the registry folder ({e.strerror})", path=self.root) from e
+        kept = self._kept_calibration()
+        replaced = (final / META_FILE).is_file()
         staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint.name}.", dir=self.root))
         try:
             self._write(staging, fingerprint)
@@ -198,6 +214,12 @@ class Registry:
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
+        if kept is not None:
+            if replaced:
+                kept = kept.without_entry(fingerprint.name)
+            added = self._read(final)  # as a check will read it: Grams rounded to float16
+            everyone = list(self) if added.role == "source" else []
+            self._keep_calibration(kept.with_entry(added, [null.source for null in kept.sources], everyone))
         return final
 
     def set_hub_id(self, name: str, hub_id: str | None) -> None:
@@ -226,7 +248,80 @@ class Registry:
         folder = self.root / check_name(name)
         if not (folder / META_FILE).is_file():
             raise RegistryError(f"{self.root}: no entry named {name!r}", path=self.root)
+        kept = self._kept_calibration()
         shutil.rmtree(folder)
+        if kept is not None:
+            self._keep_calibration(kept.without_entry(name))
+
+    def calibration(self, entries: Sequence[Fingerprint], *, measure: str, conditioned: bool) -> Calibration | None:
+        """The kept calibration of ``entries`` (this registry's, as just read), recomputed and kept again when it
+        is missing, stale or edited; None for a measure other than the kept one (``KEPT_MEASURE``).
+
+        Raises:
+            RegistryError: the entries disagree on probes (as ``compare`` would).
+        """
+        if (measure, conditioned) != KEPT_MEASURE:
+            return None
+        kept = self._kept_calibration(entries)
+        if kept is not None and kept.entries_digest == entries_digest(entries):
+            return kept
+        if kept is not None:
+            logger.warning("%s: the kept calibration is stale (entries changed); recomputing it", self._store)
+        fresh = calibrate(entries, measure=measure, conditioned=conditioned)
+        self._keep_calibration(fresh)
+        return fresh
+
+    @property
+    def _store(self) -> Path:
+        return self.root / CALIBRATION_DIR
+
+    def _kept_calibration(self, entries: Sequence[Fingerprint] | None = None) -> Calibration | None:
+        """The kept calibration if it is intact and lists exactly the entries on disk; None (and one log line
+        saying why, when there is one) otherwise. Sources are taken from ``entries`` when given, else read."""
+        from safetensors.numpy import load_file
+
+        store = self._store
+        if not (store / CALIBRATION_META).is_file() or not self.root.is_dir():
+            return None
+        try:
+            meta_bytes = (store / CALIBRATION_META).read_bytes()
+            arrays_bytes = (store / CALIBRATION_ARRAYS).read_bytes()
+            meta = json.loads(meta_bytes)
+            if meta.pop("store_sha256", None) != _store_digest(arrays_bytes, meta):
+                logger.warning("%s: does not match its digest (edited?); recomputing it", store)
+                return None
+            names = [item[0] for item in meta["entries"]]
+            if names != self.names():
+                logger.warning("%s: lists other entries than %s holds; recomputing it", store, self.root)
+                return None
+            by_name = {fp.name: fp for fp in entries} if entries is not None else None
+            sources = {
+                item["name"]: by_name[item["name"]] if by_name is not None else self.get(item["name"])
+                for item in meta["sources"]
+            }
+            return Calibration.from_store(load_file(str(store / CALIBRATION_ARRAYS)), meta, sources)
+        except (OSError, ValueError, KeyError, TypeError, RegistryError) as e:
+            logger.warning("%s: unreadable (%s); recomputing it", store, _one_line(e))
+            return None
+
+    def _keep_calibration(self, calibration: Calibration) -> None:
+        """Write the calibration beside the entries (atomically); a registry that cannot be written keeps none."""
+        from safetensors.numpy import save
+
+        arrays, meta = calibration.to_store()
+        arrays_bytes = save(arrays)
+        meta["store_sha256"] = _store_digest(arrays_bytes, meta)
+        staging = self.root / f"{CALIBRATION_DIR}.new"
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            (staging / CALIBRATION_ARRAYS).write_bytes(arrays_bytes)
+            (staging / CALIBRATION_META).write_text(json.dumps(meta, indent=0) + "\n", encoding="utf-8")
+            shutil.rmtree(self._store, ignore_errors=True)
+            os.replace(staging, self._store)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            logger.info("%s: calibration not kept (%s)", self.root, _one_line(e))
 
     @staticmethod
     def _write(folder: Path, fingerprint: Fingerprint) -> None:
@@ -278,6 +373,13 @@ class Registry:
             raise RegistryError(f"{meta_path}: {e}", path=meta_path) from e
         except (TypeError, ValueError) as e:
             raise RegistryError(f"{meta_path}: malformed metadata ({e})", path=meta_path) from e
+
+
+def _store_digest(arrays: bytes, meta: dict[str, object]) -> str:
+    """sha256 over a calibration store's arrays and its metadata (without this digest)."""
+    digest = hashlib.sha256(arrays)
+    digest.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _meta_text(fingerprint: Fingerprint) -> str:

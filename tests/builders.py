@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from bot.reef import Fingerprint, LoadedModel, ProbeSet
+from bot.reef import Anchors, Fingerprint, LoadedModel, ProbeSet
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODELS = REPO / "demo" / "models"
@@ -78,6 +78,7 @@ def synthetic_fingerprint(
     n_layers: int | None = None,
     layers: tuple[int, ...] | None = None,
     probe_sha256: str = "0" * 64,
+    anchors: Anchors | None = None,
 ) -> Fingerprint:
     """A fingerprint made straight from (L, m, d) states, for verdict tests that need controlled similarity."""
     import numpy as np
@@ -110,7 +111,8 @@ def synthetic_fingerprint(
         created="2026-01-01T00:00:00+00:00",
         grams=grams,
         probe_basis=basis,
-        digest=fingerprint_digest(grams, basis, probe_sha256),
+        anchors=anchors,
+        digest=fingerprint_digest(grams, basis, probe_sha256, anchors),
     )
 
 

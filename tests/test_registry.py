@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef import Fingerprint
-from bot.registry import GRAMS_FILE, META_FILE, Registry
+from bot.reef import Anchors, Fingerprint, Verdict, calibrate, compare
+from bot.registry import CALIBRATION_DIR, GRAMS_FILE, META_FILE, Registry
 from tests.builders import synthetic_fingerprint
 
 
@@ -137,3 +137,99 @@ def test_hub_id_of_a_missing_entry_or_not_a_string(tmp_path: Path) -> None:
     meta.write_text(meta.read_text(encoding="utf-8") + "hub_id: [org, tiny]\n", encoding="utf-8")
     with pytest.raises(RegistryError, match="hub_id is not a string"):
         registry.get("tiny")
+
+
+# The kept calibration (issue 16 item 3): what a check needs that does not depend on the suspect.
+
+TOKENS = tuple(f"t{i}" for i in range(80))
+
+
+def member(name: str, seed: int, *, base: int | None = None, **kwargs: object) -> Fingerprint:
+    """A synthetic entry with anchor rows; ``base`` makes it a noisy copy of that seed's model (a derivative)."""
+    own = np.random.default_rng(seed)
+    parent = np.random.default_rng(seed if base is None else base)
+    states, rows = parent.standard_normal((2, 8, 5)), parent.standard_normal((80, 16))
+    if base is not None:
+        states, rows = states + 0.3 * own.standard_normal(states.shape), rows + 0.2 * own.standard_normal(rows.shape)
+    anchors = Anchors(TOKENS, rows.astype(np.float16).astype(np.float32))
+    return synthetic_fingerprint(name, states, anchors=anchors, **kwargs)  # type: ignore[arg-type]
+
+
+def population(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    for k in range(3):
+        registry.add(member(f"source-{k}", k))
+    for k in range(6):
+        registry.add(member(f"ref-{k}", 10 + k, role="reference"))
+    return registry
+
+
+def assert_same_reports(suspect: Fingerprint, registry: Registry, *, exact: bool = True) -> None:
+    """The report with the registry's kept nulls equals the report with every null computed here; ``exact=False``
+    allows the last bits of scores added one entry at a time (another order of the same sums)."""
+    recomputed = compare(suspect, list(registry)).to_dict()  # a list keeps nothing: every null computed here
+    kept = compare(suspect, registry).to_dict()
+    assert kept == (recomputed if exact else _close(recomputed))
+
+
+def _close(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _close(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_close(item) for item in value]
+    return pytest.approx(value, rel=1e-12, abs=1e-15) if isinstance(value, float) else value
+
+
+def test_kept_calibration_gives_the_reports_of_recomputed_nulls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = population(tmp_path)
+    derived = member("suspect", 99, base=1)
+    assert not (registry.root / CALIBRATION_DIR).exists()  # written by the first check, not by add
+    first = compare(derived, registry)
+    assert (registry.root / CALIBRATION_DIR).is_dir() and first.verdict is Verdict.DERIVED
+    for suspect in (derived, member("stranger", 50)):
+        assert_same_reports(suspect, registry)
+    assert "recomputing" not in caplog.text
+
+
+def test_add_and_remove_keep_the_calibration_current(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = population(tmp_path)
+    suspect = member("suspect", 99, base=2)
+    compare(suspect, registry)
+    registry.add(member("ref-new", 30, role="reference"))
+    registry.add(member("source-new", 31))
+    registry.add(member("source-2-ft", 32, base=2, role="reference", related=("source-2",)))
+    registry.add(member("source-0", 33), replace=True)
+    registry.remove("ref-3")
+    registry.remove("source-1")
+    entries = list(registry)
+    kept = registry.calibration(entries, measure="linear", conditioned=True)
+    fresh = calibrate(entries)
+    assert kept is not None and kept.entries_digest == fresh.entries_digest
+    for stored, recomputed in zip(kept.sources, fresh.sources, strict=True):
+        assert stored.source.name == recomputed.source.name
+        np.testing.assert_array_equal(stored.members, recomputed.members)
+        np.testing.assert_allclose(stored.scores, recomputed.scores, rtol=0, atol=1e-12)
+        for statistic, values in recomputed.weight_scores.items():
+            np.testing.assert_allclose(stored.weight_scores[statistic], values, rtol=0, atol=1e-12)
+    assert "recomputing" not in caplog.text
+    assert_same_reports(suspect, registry, exact=False)
+
+
+def test_an_edited_or_stale_calibration_is_recomputed_never_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = population(tmp_path)
+    suspect = member("suspect", 99, base=0)
+    expected = compare(suspect, list(registry)).to_dict()
+    compare(suspect, registry)
+    meta = registry.root / CALIBRATION_DIR / "calibration.json"
+    meta.write_text(meta.read_text(encoding="utf-8").replace('"ceiling": 0.', '"ceiling": 0.9'), encoding="utf-8")
+    assert compare(suspect, registry).to_dict() == expected
+    assert caplog.text.count("does not match its digest (edited?); recomputing it") == 1
+    caplog.clear()
+    entry = registry.root / "ref-0" / META_FILE  # an entry changed behind the registry's back
+    entry.write_text(entry.read_text(encoding="utf-8").replace("related: []", "related:\n- source-0"), encoding="utf-8")
+    assert compare(suspect, registry).to_dict() == compare(suspect, list(registry)).to_dict()
+    assert caplog.text.count("stale (entries changed); recomputing it") == 1

@@ -41,18 +41,22 @@ if TYPE_CHECKING:
         tokenizer_files,
     )
     from bot.reef.probes import DEFAULT_PROBES, ProbeSet, load_probes
+    from bot.reef.safetensors import SafetensorsHeader, TensorSpan, byte_count, read_header
     from bot.reef.streaming import load_for_extraction
     from bot.reef.tokenizing import tokenize_apart
     from bot.reef.verdict import (
         MIN_NULL,
         UNRELATED_P,
         WEIGHT_FLOOR,
+        Calibration,
         Evidence,
         Report,
         SourceMatch,
         Verdict,
         WeightJudge,
+        calibrate,
         compare,
+        entries_digest,
         format_parameters,
         pair_grid,
     )
@@ -60,7 +64,10 @@ if TYPE_CHECKING:
 
 _HOMES = {
     # Results and the verdict.
+    "Calibration": "bot.reef.verdict",
     "Evidence": "bot.reef.verdict",
+    "calibrate": "bot.reef.verdict",
+    "entries_digest": "bot.reef.verdict",
     "MIN_NULL": "bot.reef.verdict",
     "Report": "bot.reef.verdict",
     "SourceMatch": "bot.reef.verdict",
@@ -102,6 +109,11 @@ _HOMES = {
     "adapter_base_reference": "bot.reef.loading",
     "check_model_files": "bot.reef.loading",
     "load_for_extraction": "bot.reef.streaming",
+    # Safetensors headers, read through any ``read(offset, length)`` (a file or HTTP Range requests).
+    "SafetensorsHeader": "bot.reef.safetensors",
+    "TensorSpan": "bot.reef.safetensors",
+    "byte_count": "bot.reef.safetensors",
+    "read_header": "bot.reef.safetensors",
     "load_model": "bot.reef.loading",
     "read_config": "bot.reef.loading",
     "tokenizer_files": "bot.reef.loading",
@@ -119,21 +131,27 @@ __all__ = [
     "UNRELATED_P",
     "WEIGHT_FLOOR",
     "Anchors",
+    "Calibration",
     "Evidence",
     "Fingerprint",
     "LoadedModel",
     "ProbeSet",
     "Report",
+    "SafetensorsHeader",
     "SourceMatch",
+    "TensorSpan",
     "TokenizerFiles",
     "Verdict",
     "WeightJudge",
     "adapter_base_reference",
     "anchor_count",
+    "byte_count",
+    "calibrate",
     "centered_gram",
     "check_model_files",
     "cka_grid",
     "compare",
+    "entries_digest",
     "fingerprint_digest",
     "fingerprint_model",
     "format_parameters",
@@ -144,6 +162,7 @@ __all__ = [
     "pair_grid",
     "probe_batches",
     "read_config",
+    "read_header",
     "select_layers",
     "token_limit",
     "tokenize_apart",

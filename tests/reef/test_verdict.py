@@ -7,15 +7,8 @@ import pytest
 
 from bot.errors import ConfigError, RegistryError
 from bot.reef.fingerprint import Fingerprint
-from bot.reef.verdict import (
-    MIN_NULL,
-    Verdict,
-    _holm,
-    aligned_score,
-    compare,
-    pair_grid,
-    relative_depths,
-)
+from bot.reef.verdict import MIN_NULL, Verdict, aligned_score, compare, pair_grid, relative_depths
+from bot.reef.verdict.nulls import holm
 from tests.builders import synthetic_fingerprint
 
 M, K, D, LAYERS = 96, 24, 48, 4
@@ -189,8 +182,8 @@ def test_pair_grid_is_the_full_layer_grid() -> None:
 
 
 def test_holm_adjustment() -> None:
-    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert _holm([0.5]) == [0.5]
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
 
 
 def test_nulls_equal_pairwise_aligned_scores_across_depths() -> None:
