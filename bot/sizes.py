@@ -12,6 +12,7 @@ Errors name the text only; the caller, which knows the flag or input, adds its n
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from bot.errors import ConfigError
 
@@ -32,9 +33,12 @@ _NUMBER_AND_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE
 _PARAMETERS_WORD = re.compile(r"\s*params?\s*$", re.IGNORECASE)
 
 
-def _split(text: str) -> tuple[float, str] | None:
+def _amount(text: str, units: Mapping[str, int]) -> int | None:
+    """``text`` as a number times one of ``units`` (keys lower-case), or None when it is not one."""
     match = _NUMBER_AND_UNIT.fullmatch(text)
-    return (float(match[1]), match[2].lower()) if match else None
+    if match is None or match[2].lower() not in units:
+        return None
+    return int(float(match[1]) * units[match[2].lower()])
 
 
 def parse_bytes(text: str) -> int:
@@ -47,13 +51,12 @@ def parse_bytes(text: str) -> int:
         >>> parse_bytes("4GB"), parse_bytes("1.5 KiB"), parse_bytes("123456")
         (4000000000, 1536, 123456)
     """
-    parsed = _split(text)
-    if parsed is not None and parsed[1] == "b":
+    n_bytes = _amount(text, _BYTE_UNITS)
+    if n_bytes is not None:
+        return n_bytes
+    if _amount(text, {"b": 1}) is not None:
         raise ConfigError(f"{text!r}: a bare B reads as billions of parameters; give bytes as kB, MB, GB or no unit")
-    if parsed is None or parsed[1] not in _BYTE_UNITS:
-        raise ConfigError(f"{text!r} is not a size in bytes (examples: 4GB, 500MiB, 123456)")
-    number, unit = parsed
-    return int(number * _BYTE_UNITS[unit])
+    raise ConfigError(f"{text!r} is not a size in bytes (examples: 4GB, 500MiB, 123456)")
 
 
 def format_bytes(n_bytes: int) -> str:
@@ -83,11 +86,10 @@ def parse_parameters(text: str) -> int:
         >>> parse_parameters("1.5B"), parse_parameters("7B params"), parse_parameters("500k")
         (1500000000, 7000000000, 500000)
     """
-    parsed = _split(_PARAMETERS_WORD.sub("", text))
-    if parsed is None or parsed[1] not in _PARAMETER_UNITS:
+    parameters = _amount(_PARAMETERS_WORD.sub("", text), _PARAMETER_UNITS)
+    if parameters is None:
         raise ConfigError(f"{text!r} is not a parameter count (examples: 1.5B, 500M, 7B params; not bytes)")
-    number, unit = parsed
-    return int(number * _PARAMETER_UNITS[unit])
+    return parameters
 
 
 def format_parameters(parameters: int) -> str:

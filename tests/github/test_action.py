@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -210,58 +211,61 @@ def test_shallow_clone_asks_the_compare_api(
     assert any(r.path.startswith(f"/repos/{REPOSITORY}/compare/{unknown}...{after}") for r in github_server.requests)
 
 
-def test_card_pull_request_declares_the_base_model_once(
-    run_action: ActionRun, workspace: Workspace, capsys: pytest.CaptureFixture[str]
-) -> None:
+CARD = "---\nlicense: mit\ntags:\n- demo\n---\n# Mine\n"
+CARD_INPUTS = {"paths": "models/mine", "annotate_card": "true", "open_issue": "false"}
+
+
+@pytest.fixture
+def card_server(run_action: ActionRun, workspace: Workspace) -> Iterator[GitHubServer]:
+    """A GitHub double whose ``models/mine/README.md`` is ``CARD``; the demo source is put at ``models/mine``."""
     with GitHubServer() as server:
-        card = "---\nlicense: mit\ntags:\n- demo\n---\n# Mine\n"
-        server.add_repo(REPOSITORY, files={"models/mine/README.md": card.encode()})
+        server.add_repo(REPOSITORY, files={"models/mine/README.md": CARD.encode()})
         run_action.server = server
         workspace.put_model("models/mine", "source")
-        assert main(["registry", "set", "demo-source", "--hub-id", "demo-org/source",
-                     "--registry", str(workspace.root / "fingerprints")]) == ExitCode.OK  # fmt: skip
-        workspace.commit("add")
-        inputs = {"paths": "models/*", "annotate_card": "true", "open_issue": "false"}
+        yield server
+    assert server.errors == []
 
-        first = run_action("workflow_dispatch", {"inputs": {}}, capsys, **inputs)
-        second = run_action("workflow_dispatch", {"inputs": {}}, capsys, **inputs)
 
-        assert (first.code, second.code) == (ExitCode.FINDING, ExitCode.FINDING)
-        (pull,) = server.pulls(REPOSITORY)
-        branch = pull["pull"]["head"]["ref"]
-        assert branch.startswith("reefguard/card-models-mine-")
-        assert pull["pull"]["base"]["ref"] == "main"
-        assert server.file(REPOSITORY, "main", "models/mine/README.md") == card.encode()  # never pushed to
-        proposed = (server.file(REPOSITORY, branch, "models/mine/README.md") or b"").decode()
-        assert proposed == (
-            "---\nlicense: mit\ntags:\n- demo\nbase_model:\n- demo-org/source\n"
-            "base_model_relation: finetune\n---\n# Mine\n"
-        )
-        assert len(server.writes("PUT")) == 1 and len(server.writes("POST", "/pulls")) == 1
-        assert "unchanged" in second.summary
-        assert server.issues(REPOSITORY) == []  # open-issue: false
+def test_card_pull_request_declares_the_base_model_once(
+    run_action: ActionRun, workspace: Workspace, card_server: GitHubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["registry", "set", "demo-source", "--hub-id", "demo-org/source",
+                 "--registry", str(workspace.root / "fingerprints")]) == ExitCode.OK  # fmt: skip
+    workspace.commit("add")
+
+    first = run_action("workflow_dispatch", {"inputs": {}}, capsys, **CARD_INPUTS)
+    second = run_action("workflow_dispatch", {"inputs": {}}, capsys, **CARD_INPUTS)
+
+    assert (first.code, second.code) == (ExitCode.FINDING, ExitCode.FINDING)
+    (pull,) = card_server.pulls(REPOSITORY)
+    branch = pull["pull"]["head"]["ref"]
+    assert branch.startswith("reefguard/card-models-mine-")
+    assert pull["pull"]["base"]["ref"] == "main"
+    assert card_server.file(REPOSITORY, "main", "models/mine/README.md") == CARD.encode()  # never pushed to
+    proposed = (card_server.file(REPOSITORY, branch, "models/mine/README.md") or b"").decode()
+    assert proposed == (
+        "---\nlicense: mit\ntags:\n- demo\nbase_model:\n- demo-org/source\nbase_model_relation: finetune\n---\n# Mine\n"
+    )
+    assert len(card_server.writes("PUT")) == 1 and len(card_server.writes("POST", "/pulls")) == 1
+    assert "unchanged" in second.summary
+    assert card_server.issues(REPOSITORY) == []  # open-issue: false
 
 
 def test_card_change_is_not_proposed_for_a_source_without_a_hub_id(
-    run_action: ActionRun, workspace: Workspace, capsys: pytest.CaptureFixture[str]
+    run_action: ActionRun, workspace: Workspace, card_server: GitHubServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with GitHubServer() as server:
-        card = "---\nlicense: mit\n---\n# Mine\n"
-        server.add_repo(REPOSITORY, files={"models/mine/README.md": card.encode()})
-        run_action.server = server
-        workspace.put_model("models/mine", "source")  # the small registry's demo-source was made from a path
-        workspace.commit("add")
+    workspace.commit("add")  # the small registry's demo-source was fingerprinted from a path: no Hub id
 
-        outcome = run_action("workflow_dispatch", {"inputs": {}}, capsys, paths="models/mine", annotate_card="true",
-                             open_issue="false")  # fmt: skip
+    outcome = run_action("workflow_dispatch", {"inputs": {}}, capsys, **CARD_INPUTS)
 
-        assert outcome.code == ExitCode.FINDING
-        assert server.pulls(REPOSITORY) == [] and server.writes("PUT") == [] and server.writes("POST") == []
-        fix = "`reefguard registry set demo-source --hub-id ORG/NAME`"
-        for text in (outcome.stdout, outcome.summary):
-            assert "cannot propose a model-card change for models/mine" in text and fix in text
-        warnings = [line for line in outcome.stdout.splitlines() if line.startswith("::warning")]
-        assert len(warnings) == 1 and fix in warnings[0]
+    assert outcome.code == ExitCode.FINDING
+    assert card_server.pulls(REPOSITORY) == [] and card_server.writes("PUT") == []
+    assert card_server.writes("POST") == []
+    fix = "`reefguard registry set demo-source --hub-id ORG/NAME`"
+    for text in (outcome.stdout, outcome.summary):
+        assert "cannot propose a model-card change for models/mine" in text and fix in text
+    warnings = [line for line in outcome.stdout.splitlines() if line.startswith("::warning")]
+    assert len(warnings) == 1 and fix in warnings[0]
 
 
 @pytest.mark.parametrize("event_name", ["schedule", "new-branch push"])

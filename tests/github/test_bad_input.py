@@ -83,7 +83,9 @@ def test_model_over_max_model_size(
         ("extraction", "lazy", "input extraction: unknown value 'lazy' (known: auto, stream, full)"),
         ("open_issue", "yes", "input open-issue: 'yes' is not a boolean"),
         ("max_model_size", "huge", "input max-model-size: 'huge' is not a size"),
+        ("max_model_size", "7B", "input max-model-size: '7B': a bare B reads as billions of parameters"),
         ("registry", "../elsewhere", "input registry: '../elsewhere' must be a path inside the repository"),
+        ("paths", "models/mine\n/abs", "input paths: '/abs' must be a path inside the repository"),
         ("paths", "models/nothing-here", "input paths: 'models/nothing-here' matches no model folder"),
     ],
 )
