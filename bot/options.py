@@ -184,7 +184,13 @@ ACTION_OPTIONS = (MODE, REGISTRY, PATHS, PROBES, DTYPE, EXTRACTION, FAIL_ON_LEVE
 
 def registry_default(environ: Mapping[str, str]) -> str:
     """The registry folder a command uses without ``--registry``: ``$REEFGUARD_REGISTRY`` or ``fingerprints``."""
-    return environ.get(REGISTRY_VARIABLE) or DEFAULT_REGISTRY
+    return _cli_default(REGISTRY, environ) or DEFAULT_REGISTRY
+
+
+def _cli_default(option: Option, environ: Mapping[str, str]) -> str | None:
+    """The CLI's default text: the option's environment variable when set, else the table's."""
+    named = environ.get(option.environment_variable) if option.environment_variable else None
+    return named or option.default
 
 
 def _argparse_type(option: Option) -> Callable[[str], Any]:
@@ -212,9 +218,7 @@ def add_options(
     for option in options:
         if option.flag is None:
             continue
-        default = option.default
-        if option.environment_variable is not None:
-            default = environ.get(option.environment_variable) or default
+        default = _cli_default(option, environ)
         parser.add_argument(
             option.flag,
             dest=option.dest,
