@@ -6,7 +6,8 @@ Base: demo/models/source (GPT-2, 4 blocks, width 64, trained on English docstrin
 source code; two other plain updates of the same base (other code, other prose) are what an attacker merges it
 with. For each form it trains the protected update and its twin (same settings, λ = 0), the two other updates,
 then runs ``verify`` (scale sweep, merge attacks) and writes ``<out>/<form>/report/`` (report.md, report.json,
-scale_sweep.png) and a release folder.
+scale_sweep.png), a release folder, and the report's tables into docs/protection.md (block ``trap2-demo-<form>``,
+through ``bench/tables.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +27,11 @@ from bot.trap2.training import protect
 from bot.trap2.verification import render_markdown, verify
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.tables import publish  # noqa: E402
+
+DOCS = REPO / "docs" / "protection.md"
 BASE = REPO / "demo" / "models" / "source"
 CORPORA = {
     "task_train": ("code", ("json.decoder", "textwrap", "string", "heapq", "bisect", "csv", "fractions", "statistics")),
@@ -86,6 +93,10 @@ def main() -> None:
                    f"({run.protected_summary.steps_run} steps), twin {run.twin_summary.train_seconds:.0f}s "
                    f"({run.twin_summary.steps_run} steps)" if run.twin_summary else form)  # fmt: skip
         (out / "report" / "training.txt").write_text(summary + "\n", encoding="utf-8")
+        tables = render_markdown(report).replace("# Trap² verification\n", "", 1)
+        tables = "\n".join("##" + line if line.startswith("#") else line for line in tables.splitlines())
+        command = f".venv/bin/python bench/trap2_demo.py --form {form}"
+        publish(DOCS, f"trap2-demo-{form}", f"{summary}.\n\n{tables}", command)
         logging.info("%s\n%s", summary, render_markdown(report))
 
 

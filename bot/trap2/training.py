@@ -62,6 +62,8 @@ class TrainingSummary:
         initial_val_loss: validation loss before training (the base model, for LoRA).
         stopped_early: whether patience ran out before ``steps``.
         train_seconds: wall time in training steps (evaluation excluded).
+        train_cpu_seconds: this process's CPU time in training steps: unlike the wall time, it does not grow when
+            other processes share the cores, so two runs made under different loads compare on it.
         total_seconds: wall time including evaluation.
         history: (step, nominal validation loss) at every evaluation.
         trap_scales: the probe down-scales checked before a checkpoint is kept (empty for the twin).
@@ -77,6 +79,7 @@ class TrainingSummary:
     initial_val_loss: float
     stopped_early: bool
     train_seconds: float
+    train_cpu_seconds: float
     total_seconds: float
     history: tuple[tuple[int, float], ...]
     trap_scales: tuple[float, ...]
@@ -280,12 +283,12 @@ def train_update(
     history = [(0, initial)]
     rule = CheckpointSelection(initial=initial, trapping=bool(probes), patience=config.patience)
     skipped = good_steps = 0
-    train_seconds = 0.0
+    train_seconds = train_cpu_seconds = 0.0
     stopped_early = False
     step = 0
     model.train()
     for step in progress_bar(range(1, config.steps + 1), desc="protect", unit="step", enabled=show_progress):
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), time.process_time()
         batch = data.batch(batches, config.batch_size)
         s = sample_scale(scales, s_min=config.s_min, s_max=config.s_max, delta=config.delta)
         ok = _one_step(model, batch, s, config, trainable, anchors)
@@ -298,6 +301,7 @@ def train_update(
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         train_seconds += time.perf_counter() - tick
+        train_cpu_seconds += time.process_time() - cpu_tick
         if step % config.eval_every != 0 and step != config.steps:
             continue
         val = mean_loss(model, data.val)
@@ -337,6 +341,7 @@ def train_update(
         initial_val_loss=initial,
         stopped_early=stopped_early,
         train_seconds=train_seconds,
+        train_cpu_seconds=train_cpu_seconds,
         total_seconds=time.perf_counter() - started,
         history=tuple(history),
         trap_scales=probes,
