@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,18 +77,39 @@ def compare(
     """
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}", key="alpha")
+    calibration = _calibration(fp, registry, measure=measure, conditioned=conditioned)
+    observations = _observe(fp, calibration)
+    facts = _fuse(fp, observations, calibration, alpha)
+    matches = sorted(
+        (_source_match(o, f, fp, alpha) for o, f in zip(observations, facts, strict=True)),
+        key=lambda m: (m.p_adjusted if m.p_adjusted is not None else 2.0, -m.score),
+    )
+    return _report(fp, matches, calibration, alpha)
+
+
+def _calibration(fp: Fingerprint, registry: Iterable[Fingerprint], *, measure: str, conditioned: bool) -> Calibration:
+    """Stage 1: the registry's kept calibration when it has a current one, else computed here.
+
+    Raises:
+        RegistryError: an entry made with other probes or preprocessing.
+        ConfigError: unknown measure.
+    """
     # The suspect may itself be in the registry (a rerun on a registered model): never its own null.
     everything = list(registry)
     entries = [entry for entry in everything if entry.digest != fp.digest or entry.name != fp.name]
     for entry in entries:
         check_compatible(fp, entry)
     measure_named(measure)
-    calibration = None
+    kept = None
     if len(entries) == len(everything):  # a kept calibration's nulls would hold the suspect otherwise
-        calibration = _kept(registry, entries, measure=measure, conditioned=conditioned)
-    if calibration is None:
-        calibration = calibrate(entries, measure=measure, conditioned=conditioned)
-    observations = _observe(fp, calibration)
+        kept = _kept(registry, entries, measure=measure, conditioned=conditioned)
+    return kept if kept is not None else calibrate(entries, measure=measure, conditioned=conditioned)
+
+
+def _fuse(
+    fp: Fingerprint, observations: Sequence[Observation], calibration: Calibration, alpha: float
+) -> list[rules.SourceFacts]:
+    """Stages 3 and 4: the merge components' evidence (rule 6), then each source's signals fused and adjusted."""
     weights = look_for_more_sources(
         fp.anchors,
         [o.null.source for o in observations],
@@ -97,16 +118,16 @@ def compare(
         alpha,
         calibration.weight_ceilings,
     )
-    facts = rules.adjust(
+    return rules.adjust(
         [
             rules.fuse(o.p_value, o.above_ceiling, w, alpha, calibration.weight_ceilings)
             for o, w in zip(observations, weights, strict=True)
         ]
     )
-    matches = sorted(
-        (_source_match(o, f, fp, alpha) for o, f in zip(observations, facts, strict=True)),
-        key=lambda m: (m.p_adjusted if m.p_adjusted is not None else 2.0, -m.score),
-    )
+
+
+def _report(fp: Fingerprint, matches: Sequence[SourceMatch], calibration: Calibration, alpha: float) -> Report:
+    """Stage 5: the first overall rule that applies, the sources it names and their shares of the suspect."""
     sources = {null.source.name: null.source for null in calibration.sources}
     findings = rules.Findings.of(matches, sources, alpha, calibration.ceiling, calibration.weight_ceilings)
     rule = rules.decide(findings)
@@ -120,8 +141,8 @@ def compare(
     return Report(
         suspect=fp.name,
         suspect_model=fp.model,
-        measure=measure,
-        conditioned=conditioned,
+        measure=calibration.measure,
+        conditioned=calibration.conditioned,
         alpha=alpha,
         null_ceiling=calibration.ceiling,
         weight_ceilings=calibration.weight_ceilings,
