@@ -24,7 +24,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.reef import MEASURES, MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict, format_parameters
+from bot.reef import MEASURES, MIN_NULL, UNRELATED_P, Report, SourceMatch, Verdict
+from bot.sizes import format_parameters
 
 if TYPE_CHECKING:
     from bot.reef import Fingerprint
@@ -198,7 +199,7 @@ def _null_line(report: Report) -> str:
 
 def _parameters(bounds: tuple[int, int]) -> str:
     low, high = (format_parameters(value) for value in bounds)
-    return low if low == high else f"{low}-{high}"
+    return low if low == high else f"{low} to {high}"
 
 
 def render_json(report: Report) -> str:

@@ -76,7 +76,6 @@ from bot.reef.verdict.calibration import Calibrated, Calibration, SourceNull, ca
 from bot.reef.verdict.judge import WeightJudge
 from bot.reef.verdict.nulls import aligned_score, approximate_parameters, pair_grid, relative_depths
 from bot.reef.verdict.pipeline import compare
-from bot.reef.verdict.reasons import format_parameters
 from bot.reef.verdict.results import (
     REPORT_SCHEMA_VERSION,
     Evidence,
@@ -109,7 +108,6 @@ __all__ = [
     "calibrate",
     "compare",
     "entries_digest",
-    "format_parameters",
     "pair_grid",
     "relative_depths",
 ]

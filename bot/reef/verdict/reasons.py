@@ -9,29 +9,17 @@ from collections.abc import Mapping, Sequence
 
 from bot.reef.verdict.results import Evidence, SourceMatch, WeightEvidence
 from bot.reef.verdict.thresholds import FLOORS, MIN_NULL, NULL_SIZE_RATIO
+from bot.sizes import format_parameters
 
 NO_SOURCES = "the registry has no sources to check against"
 JUDGE_NO_SOURCES = "the registry has no sources"
-
-
-def format_parameters(parameters: int) -> str:
-    """A parameter count in three digits.
-
-    Example:
-        >>> format_parameters(6_442_450_944), format_parameters(88_473_600), format_parameters(196_608)
-        ('6.44B', '88.5M', '197k')
-    """
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if parameters >= scale:
-            return f"{parameters / scale:.3g}{unit}"
-    return str(parameters)
 
 
 def small_null(source: str, size: int, smallest: int, largest: int) -> str:
     """Why a null of models all far from the source's size weakens its p-value."""
     return (
         f"no model in {source}'s null is within {NULL_SIZE_RATIO:g}x of its size ({format_parameters(size)}; null "
-        f"{format_parameters(smallest)}-{format_parameters(largest)}): add reference entries of its size class "
+        f"{format_parameters(smallest)} to {format_parameters(largest)}): add reference entries of its size class "
         "(reefguard hub add-references)"
     )
 
