@@ -93,10 +93,12 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify a protected update, write the report and (optionally) the release; exit 1 if a check fails."""
-    from bot.trap2.release import check_hub_id, copy_release, push_release, write_release
+    from bot.cards import parse_hub_id
+    from bot.trap2.release import BASE_MODEL_FLAG, copy_release, push_release, write_release
     from bot.trap2.verification import render_markdown, verify, write_report
 
-    check_hub_id(args.base_model_id)  # before the verification's minutes, not after
+    if args.base_model_id is not None:  # before the verification's minutes, not after
+        parse_hub_id(args.base_model_id, key=BASE_MODEL_FLAG)
     report = verify(
         Path(args.base),
         Path(args.protected),

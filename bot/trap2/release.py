@@ -1,8 +1,9 @@
 """Re-release: a folder with the protected weights, the tokenizer and a model card that records the protection.
 
-The card's YAML header carries the Hub's usual keys (``base_model``, ``library_name``, ``tags``) and a ``reefguard``
-block: the protection (Trap²), the authorised scale (1.0), the LoRA scaling convention the scale refers to, the
-training objective's settings, the base weights' sha256 and, when a verification report is given, its numbers.
+The card's YAML header carries the Hub's usual keys (``base_model`` and ``base_model_relation``, written by
+``bot.cards`` like every other card; ``library_name``, ``tags``) and a ``reefguard`` block: the protection (Trap²),
+the authorised scale (1.0), the LoRA scaling convention the scale refers to, the training objective's settings,
+the base weights' sha256 and, when a verification report is given, its numbers.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from bot.cards import ModelCard, parse_hub_id, relation_for
 from bot.errors import ConfigError, RemoteError
 from bot.trap2.config import read_json_object
 from bot.trap2.training import METADATA_FILE, read_metadata
@@ -28,33 +27,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CARD_SCHEMA_VERSION = 1
-# A Hub repository id: optional namespace, then a name; never a local path (issue 15).
-HUB_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
+BASE_MODEL_FLAG = "--base-model-id"
 WEIGHT_PATTERNS = ("adapter_model.safetensors", "adapter_config.json", "model*.safetensors",
                    "model.safetensors.index.json", "config.json", "generation_config.json")  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")  # fmt: skip
 
 
-def check_hub_id(base_model: str | None) -> None:
-    """Refuse a ``--base-model-id`` that is not a Hub repository id (e.g. a local path).
-
-    Raises:
-        ConfigError: naming the flag.
-
-    Example:
-        >>> check_hub_id("google/gemma-3-270m"), check_hub_id(None)
-        (None, None)
-    """
-    if base_model is not None and not HUB_ID.fullmatch(base_model):
-        raise ConfigError(f"--base-model-id: {base_model!r} is not a Hub model id (org/name)", key="--base-model-id")
-
-
 def card_metadata(metadata: dict[str, Any], *, base_model: str | None, report: VerifyReport | None) -> dict[str, Any]:
     """The model card's YAML header for an update folder's ``trap2.json`` (and a verification report).
 
-    ``base_model`` is the base's Hub id; without one the header has no ``base_model`` (a local path there would
-    mean nothing to the Hub or to a user, issue 15).
+    ``base_model`` is the base's Hub id (checked, and written with its relation, by ``bot.cards``); without one the
+    header has no ``base_model`` (a local path there would mean nothing to the Hub or to a user, issue 15).
+
+    Raises:
+        ConfigError: ``base_model`` is not a Hub id.
     """
     config = metadata.get("config", {})
     form = metadata.get("form", "lora")
@@ -90,19 +77,20 @@ def card_metadata(metadata: dict[str, Any], *, base_model: str | None, report: V
             },
             "passed": report.passed,
         }
-    return {
-        **({"base_model": base_model} if base_model else {}),
+    keys = {
         "library_name": "peft" if form == "lora" else "transformers",
         "pipeline_tag": "text-generation",
         "tags": ["reefguard", "trap2", "merge-protected"],
         "reefguard": block,
     }
+    card = ModelCard(metadata=keys)
+    if base_model:
+        card = card.with_lineage([base_model], relation=relation_for("derived", adapter=form == "lora"))
+    return dict(card.metadata)
 
 
 def render_card(metadata: dict[str, Any], *, base_model: str | None, report: VerifyReport | None) -> str:
     """The whole model card: YAML header, then what the protection means for users."""
-    header = yaml.safe_dump(card_metadata(metadata, base_model=base_model, report=report), sort_keys=False,
-                            allow_unicode=True)  # fmt: skip
     form = metadata.get("form", "lora")
     use = (
         "Load it with PEFT on its base at adapter weight 1.0 (`PeftModel.from_pretrained(base, path)`, or "
@@ -128,7 +116,8 @@ def render_card(metadata: dict[str, Any], *, base_model: str | None, report: Ver
         from bot.trap2.verification import render_markdown
 
         body += ["", render_markdown(report).replace("# Trap² verification", "## Verification", 1)]
-    return f"---\n{header}---\n\n" + "\n".join(body).rstrip() + "\n"
+    header = card_metadata(metadata, base_model=base_model, report=report)
+    return ModelCard(metadata=header, text="\n" + "\n".join(body).rstrip() + "\n").render()
 
 
 def write_release(
@@ -163,7 +152,8 @@ def write_release(
         raise ConfigError(f"{update}: no {METADATA_FILE}; release folders are made from `reefguard protect` output")
     if not list(update.glob("*.safetensors")):
         raise ConfigError(f"{update}: no safetensors weights to release", path=update)
-    check_hub_id(base_model)
+    if base_model is not None:
+        base_model = parse_hub_id(base_model, key=BASE_MODEL_FLAG)
     if out.exists():
         raise ConfigError(f"{out}: already exists; choose a new release folder", path=out, key="--release")
     out.parent.mkdir(parents=True, exist_ok=True)

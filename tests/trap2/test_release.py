@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bot.errors import ConfigError, RemoteError
-from bot.reef.loading import load_model
+from bot.reef import load_model
 from bot.trap2.data import validation_windows
 from bot.trap2.release import copy_release, push_release, write_release
 from bot.trap2.scaling import mean_loss
@@ -50,7 +50,8 @@ def test_release_folder_records_the_protection(lora_run: ProtectRun, base: Path,
         p.name for p in folder.iterdir()
     }
     card = _card(folder)
-    assert card["base_model"] == "org/tiny-base" and card["library_name"] == "peft"
+    assert card["base_model"] == ["org/tiny-base"] and card["base_model_relation"] == "adapter"
+    assert card["library_name"] == "peft"
     block = card["reefguard"]
     assert block["protection"] == "trap2" and block["authorised_scale"] == 1.0 and block["form"] == "lora"
     assert block["lora_scaling"]["r"] == 4 and block["lora_scaling"]["lora_alpha"] == 8
@@ -59,7 +60,7 @@ def test_release_folder_records_the_protection(lora_run: ProtectRun, base: Path,
     load_model(folder, base=base, with_lm_head=True)  # the released adapter loads on its base
     with pytest.raises(ConfigError, match="already exists"):
         write_release(lora_run.protected, folder)
-    with pytest.raises(ConfigError, match="is not a Hub model id"):  # a path is never written as the base
+    with pytest.raises(ConfigError, match="is a local path"):  # a path is never written as the base
         write_release(lora_run.protected, tmp_path / "other", base_model=str(base))
     assert "base_model" not in _card(write_release(lora_run.protected, tmp_path / "no-id"))
     copied = copy_release(folder, tmp_path / "checkout")
@@ -137,5 +138,5 @@ def test_a_path_as_base_model_id_is_refused_before_verifying(
     code = main(["verify-protection", str(base), str(lora_run.protected), "--data", str(code_text), "--release",
                  str(tmp_path / "release"), "--base-model-id", str(base)])  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 2 and "is not a Hub model id" in captured.err and captured.out == ""
+    assert code == 2 and "is a local path" in captured.err and captured.out == ""
     assert not (tmp_path / "release").exists()
