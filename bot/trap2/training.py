@@ -447,7 +447,7 @@ def protect(
     and the training summary.
 
     Args:
-        base: local base model (folder or ``.gguf``), loaded by ``bot.reef.loading.load_model``.
+        base: local base model (folder or ``.gguf``), loaded by ``bot.reef.load_model``.
         data: training text files.
         out: output folder (created).
         config: training settings (default ``ProtectConfig()``).
@@ -466,7 +466,7 @@ def protect(
     Example:
         ``protect(Path("base"), [Path("code.txt")], Path("out"), config=ProtectConfig(form="lora", lam=0.1))``
     """
-    from bot.reef.loading import load_model
+    from bot.reef import load_model
 
     config = config or ProtectConfig()
     loaded = load_model(base, dtype="float32", with_lm_head=True)

@@ -28,7 +28,7 @@ from bot.trap2.training import read_metadata
 if TYPE_CHECKING:
     import torch
 
-    from bot.reef.loading import LoadedModel
+    from bot.reef import LoadedModel
     from bot.trap2.scaling import TaskVector
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def load_update(path: Path, base: Path, loaded_base: LoadedModel, base_state: Ta
             ``protect`` differs, or parameter names or shapes differ).
         ConfigError: the update is identical to the base.
     """
-    from bot.reef.loading import load_model
+    from bot.reef import load_model
     from bot.trap2.scaling import state_of, task_vector
 
     metadata = read_metadata(path) if path.is_dir() else None
@@ -224,7 +224,7 @@ def verify(
         ConfigError: empty data, ``other_data`` not matching ``others``.
         ModelLoadError: an update does not belong to ``base`` or cannot be loaded.
     """
-    from bot.reef.loading import load_model
+    from bot.reef import load_model
     from bot.trap2.data import validation_windows
     from bot.trap2.scaling import apply_update, mean_loss, state_of
 

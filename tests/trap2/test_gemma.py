@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.reef.loading import LoadedModel, load_model
+from bot.reef import LoadedModel, load_model
 from bot.trap2 import head
 from bot.trap2.config import ProtectConfig
 from bot.trap2.data import prepare

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.reef.loading import load_model
+from bot.reef import load_model
 from bot.trap2 import head
 from bot.trap2.config import ProtectConfig
 from bot.trap2.scaling import causal_lm_loss, lora_scaled

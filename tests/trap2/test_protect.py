@@ -11,7 +11,7 @@ import torch
 
 from bot.cli import main
 from bot.errors import TrainingError
-from bot.reef.loading import load_model
+from bot.reef import load_model
 from bot.trap2.config import ProtectConfig
 from bot.trap2.data import TokenData, prepare
 from bot.trap2.scaling import lora_scaled, mean_loss
