@@ -157,8 +157,8 @@ REPORT = Option(dest="report_dir", flag="--report", action_input="report-dir", d
                 action_default="reefguard-report", help="write report.md, report.json and heatmaps here",
                 path_in_workspace=True)  # fmt: skip
 HUB_ID = Option(dest="hub_id", flag="--hub-id", action_input=None, default=None,
-                help="the source's Hub id (org/name), which model-card changes declare as base_model "
-                "(default: the model reference's, for a Hub model)", parse=_hub_id)  # fmt: skip
+                help="the source's Hub id (org/name), which model-card changes declare as base_model; "
+                "fingerprint records a Hub model's own without it", parse=_hub_id)  # fmt: skip
 # The Action's own: which models a workflow event selects, and what the bot may post.
 PATHS = Option(dest="paths", flag=None, action_input="paths", default="",
                help="model folders or glob patterns, one per line", parse=_paths, path_in_workspace=True)  # fmt: skip
