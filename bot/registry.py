@@ -295,10 +295,7 @@ class Registry:
                 logger.warning("%s: lists other entries than %s holds; recomputing it", store, self.root)
                 return None
             by_name = {fp.name: fp for fp in entries} if entries is not None else None
-            sources = {
-                item["name"]: by_name[item["name"]] if by_name is not None else self.get(item["name"])
-                for item in meta["sources"]
-            }
+            sources = {name: by_name[name] if by_name is not None else self.get(name) for name in meta["sources"]}
             return Calibration.from_store(load_file(str(store / CALIBRATION_ARRAYS)), meta, sources)
         except (OSError, ValueError, KeyError, TypeError, RegistryError) as e:
             logger.warning("%s: unreadable (%s); recomputing it", store, _one_line(e))

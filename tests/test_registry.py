@@ -225,7 +225,7 @@ def test_an_edited_or_stale_calibration_is_recomputed_never_used(
     expected = compare(suspect, list(registry)).to_dict()
     compare(suspect, registry)
     meta = registry.root / CALIBRATION_DIR / "calibration.json"
-    meta.write_text(meta.read_text(encoding="utf-8").replace('"ceiling": 0.', '"ceiling": 0.9'), encoding="utf-8")
+    meta.write_text(meta.read_text(encoding="utf-8").replace('"conditioned": true', '"conditioned": false'), encoding="utf-8")
     assert compare(suspect, registry).to_dict() == expected
     assert caplog.text.count("does not match its digest (edited?); recomputing it") == 1
     caplog.clear()

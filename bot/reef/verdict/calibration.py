@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from bot.errors import RegistryError
 from bot.reef.fingerprint import Fingerprint
 from bot.reef.verdict import reasons
-from bot.reef.verdict.nulls import Stack, approximate_parameters, measure_named, related, unrelated_masks
-from bot.reef.verdict.thresholds import NULL_SIZE_RATIO
+from bot.reef.verdict.nulls import NullSummary, Stack, approximate_parameters, measure_named, related, unrelated_masks
+from bot.reef.verdict.thresholds import MIN_NULL, NULL_SIZE_RATIO
 from bot.reef.verdict.weighing import WeightNull, weight_ceilings
 from bot.reef.weights import STATISTICS, weight_scores
 
@@ -63,6 +63,8 @@ class SourceNull:
         parameters: the smallest and largest size of the null's models (``approximate_parameters``); None for an
             empty null.
         warning: set when no model of the null is within ``NULL_SIZE_RATIO`` times the source's size.
+        mean: the mean score of the null; None for an empty one.
+        summary: what a p-value needs of the null (rule 3); None when it has fewer than ``MIN_NULL`` scores.
     """
 
     source: Fingerprint
@@ -72,6 +74,8 @@ class SourceNull:
     weight_scores: WeightNull = field(compare=False, repr=False)
     parameters: tuple[int, int] | None
     warning: str | None
+    mean: float | None
+    summary: NullSummary | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +84,8 @@ class Calibration:
 
     Attributes:
         measure: the similarity measure (a key of ``bot.reef.cka.MEASURES``); conditioned: rule 0 applied.
-        entries: the registry entries it was computed from, in registry order.
+        entries: the registry entries it was computed from, in registry order; entries_digest their
+            ``entries_digest``.
         sources: the ``role == "source"`` entries' nulls, in registry order.
         ceiling: the highest representation score of any null (rule 4); None without any.
         weight_ceilings: the same per weight statistic (rule 5); empty without weight evidence.
@@ -89,13 +94,10 @@ class Calibration:
     measure: str
     conditioned: bool
     entries: tuple[EntryKey, ...]
+    entries_digest: str
     sources: tuple[SourceNull, ...]
     ceiling: float | None
     weight_ceilings: Mapping[str, float]
-
-    @property
-    def entries_digest(self) -> str:
-        return entries_digest(self.entries)
 
     def with_entry(
         self, entry: Fingerprint, sources: Sequence[Fingerprint], everyone: Sequence[Fingerprint]
@@ -231,7 +233,7 @@ def _to_store(calibration: Calibration) -> tuple[dict[str, NDArray[Any]], dict[s
         arrays[f"{name}/weight_members"] = null.weight_members.astype(np.uint8)
         for statistic, values in null.weight_scores.items():
             arrays[f"{name}/weights/{statistic}"] = values
-        sources.append({"name": name, "parameters": null.parameters, "warning": null.warning})
+        sources.append(name)
     meta = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "measure": calibration.measure,
@@ -239,8 +241,6 @@ def _to_store(calibration: Calibration) -> tuple[dict[str, NDArray[Any]], dict[s
         "entries_digest": calibration.entries_digest,
         "entries": [[k.name, k.digest, k.role, list(k.related), k.parameters] for k in calibration.entries],
         "sources": sources,
-        "ceiling": calibration.ceiling,
-        "weight_ceilings": dict(calibration.weight_ceilings),
     }
     return arrays, meta
 
@@ -259,26 +259,18 @@ def _from_store(
         )
         if entries_digest(keys) != meta["entries_digest"]:
             raise RegistryError("its entry list does not match its entries_digest")
-        nulls = tuple(
-            SourceNull(
-                source=sources[item["name"]],
-                members=arrays[f"{item['name']}/members"].astype(bool),
-                scores=arrays[f"{item['name']}/scores"],
-                weight_members=arrays[f"{item['name']}/weight_members"].astype(bool),
-                weight_scores={name: arrays[f"{item['name']}/weights/{name}"] for name in STATISTICS},
-                parameters=None if item["parameters"] is None else (item["parameters"][0], item["parameters"][1]),
-                warning=item["warning"],
+        nulls = [
+            _source_null(
+                sources[name],
+                keys,
+                arrays[f"{name}/members"].astype(bool),
+                arrays[f"{name}/scores"],
+                arrays[f"{name}/weight_members"].astype(bool),
+                {statistic: arrays[f"{name}/weights/{statistic}"] for statistic in STATISTICS},
             )
-            for item in meta["sources"]
-        )
-        return Calibration(
-            measure=meta["measure"],
-            conditioned=meta["conditioned"],
-            entries=keys,
-            sources=nulls,
-            ceiling=meta["ceiling"],
-            weight_ceilings=dict(meta["weight_ceilings"]),
-        )
+            for name in meta["sources"]
+        ]
+        return _with_ceilings(meta["measure"], meta["conditioned"], keys, nulls)
     except (KeyError, TypeError, ValueError) as e:
         raise RegistryError(f"malformed calibration ({type(e).__name__}: {e})") from e
 
@@ -313,6 +305,8 @@ def _source_null(
         weight_scores=weight_scores,
         parameters=parameters,
         warning=warning,
+        mean=float(scores.mean()) if len(scores) else None,
+        summary=NullSummary.of(scores) if len(scores) >= MIN_NULL else None,
     )
 
 
@@ -323,6 +317,7 @@ def _with_ceilings(
         measure=measure,
         conditioned=conditioned,
         entries=keys,
+        entries_digest=entries_digest(keys),
         sources=tuple(nulls),
         ceiling=max((float(null.scores.max()) for null in nulls if len(null.scores)), default=None),
         weight_ceilings=weight_ceilings([null.weight_scores for null in nulls]),

@@ -7,6 +7,7 @@ Rules 1-3 of ``bot.reef.verdict``'s docstring: scores of blocks paired by relati
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,16 +54,29 @@ def related(a: Fingerprint, b: Fingerprint) -> bool:
     return a.name in b.related or b.name in a.related or bool(set(a.related) & set(b.related))
 
 
-def prediction_p(score: float, null: NDArray[np.float64]) -> tuple[float, float]:
+@dataclass(frozen=True, slots=True)
+class NullSummary:
+    """What a prediction p-value needs of a null: its size, and its mean and standard deviation on Fisher's atanh
+    scale (rule 3). A null's summary does not depend on the suspect, so a kept calibration holds it."""
+
+    n: int
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, null: NDArray[np.float64]) -> NullSummary:
+        fisher = np.arctanh(np.clip(null, -_MAX_ATANH_INPUT, _MAX_ATANH_INPUT))
+        return cls(len(fisher), float(fisher.mean()), max(float(fisher.std(ddof=1)), 1e-6))
+
+
+def prediction_p(score: float, null: NDArray[np.float64] | NullSummary) -> tuple[float, float]:
     """(z, one-sided p) of ``score`` as one more draw from the null, on Fisher's atanh scale."""
     from scipy import special  # stdtr(df, -t) is what stats.t.sf computes, without importing scipy.stats
 
-    fisher = np.arctanh(np.clip(null, -_MAX_ATANH_INPUT, _MAX_ATANH_INPUT))
+    summary = null if isinstance(null, NullSummary) else NullSummary.of(null)
     value = float(np.arctanh(np.clip(score, -_MAX_ATANH_INPUT, _MAX_ATANH_INPUT)))
-    mean, std = float(fisher.mean()), max(float(fisher.std(ddof=1)), 1e-6)
-    n = len(fisher)
-    t = (value - mean) / (std * np.sqrt(1 + 1 / n))
-    return (value - mean) / std, float(special.stdtr(n - 1, -t))
+    t = (value - summary.mean) / (summary.std * np.sqrt(1 + 1 / summary.n))
+    return (value - summary.mean) / summary.std, float(special.stdtr(summary.n - 1, -t))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -21,7 +21,7 @@ from bot.reef.verdict import rules
 from bot.reef.verdict.calibration import Calibrated, Calibration, SourceNull, calibrate, entries_digest
 from bot.reef.verdict.nulls import Stack, aligned_score, check_compatible, measure_named, prediction_p
 from bot.reef.verdict.results import Report, SourceMatch, WeightEvidence
-from bot.reef.verdict.thresholds import DEFAULT_ALPHA, MIN_NULL
+from bot.reef.verdict.thresholds import DEFAULT_ALPHA
 from bot.reef.verdict.weighing import look_for_more_sources, merge_shares, weight_evidence
 
 
@@ -179,7 +179,7 @@ def _observe(fp: Fingerprint, calibration: Calibration) -> list[Observation]:
         grid = grids[index]
         best = np.unravel_index(int(np.argmax(grid)), grid.shape)
         score = aligned_score(grid, stack.depths[index], stack.depths[suspect])
-        z, p = prediction_p(score, null.scores) if len(null.scores) >= MIN_NULL else (None, None)
+        z, p = prediction_p(score, null.summary) if null.summary is not None else (None, None)
         observations.append(
             Observation(
                 null=null,
@@ -209,7 +209,7 @@ def _source_match(o: Observation, f: rules.SourceFacts, fp: Fingerprint, alpha: 
         z=o.z,
         p_value=o.p_value,
         n_null=len(o.null.scores),
-        null_mean=float(o.null.scores.mean()) if len(o.null.scores) else None,
+        null_mean=o.null.mean,
         null_parameters=o.null.parameters,
         null_warning=o.null.warning,
         weights=f.weights,
