@@ -29,6 +29,12 @@ DTYPE_BITS: Mapping[str, int] = {
     "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64, "I64": 64,
     "U64": 64, "F64": 64,
 }  # fmt: skip
+# The torch dtype (its attribute name) each stored dtype is read as; the others have no torch counterpart.
+TORCH_DTYPE_NAMES: Mapping[str, str] = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
+    "I16": "int16", "U16": "uint16", "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32",
+    "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64",
+}  # fmt: skip
 # The safetensors library refuses larger headers too; a bigger claim is corruption, not a model.
 MAX_HEADER_BYTES = 100_000_000
 # The first read: the length prefix and, for all but huge headers (a 7B model's is ~30 kB), the whole header,

@@ -10,19 +10,18 @@ A 7B model is 28 GB in float32; a CI runner has 8-16 GB. Instead of loading it w
    batch up to that block's stand-in, which records the arguments the model passes it (attention mask,
    sliding-window mask, rotary cos/sin, position ids) and ends the pass; so embeddings, scaling, masks and
    positions are computed by the model's code, and none of them is kept between blocks;
-4. for each block in turn, up to the deepest one needed: loads only that block's tensors from the
-   memory-mapped safetensors shards (``safe_open``, closed after the block), upcasts bfloat16/float16 to the
-   compute dtype one tensor at a time, runs every batch through it with those arguments and the batch's
-   states from the previous block, keeps the last-token states of the blocks that are asked for, and frees
-   the block.
+4. for each block in turn, up to the deepest one needed: reads only that block's tensors from the shards
+   with ``os.pread`` into the previous block's tensors (no memory map, whose touched pages would count as
+   this process's memory), upcasts bfloat16/float16 to the compute dtype one tensor at a time, runs every
+   batch through it with those arguments and the batch's states from the previous block, and keeps the
+   last-token states of the blocks that are asked for.
 
 Peak memory is one block's weights plus the probes' activations, not the model. Because every block sees the
 same batches and arguments as in the whole model, the states equal the whole-model path's
 (``tests/reef/test_streaming.py`` checks each architecture in ``STREAMABLE_MODEL_TYPES``).
 
-``load_for_extraction`` picks the path: ``stream`` or ``full`` when forced, else streaming when the model
-would not fit comfortably in memory (estimated from the safetensors headers against available memory).
-Sources that cannot stream (GGUF, PEFT adapters, ``.bin`` checkpoints, other architectures) load whole.
+``load_for_extraction`` picks the path: ``stream`` or ``full`` when forced, else streaming whenever the source
+can. Sources that cannot stream (GGUF, PEFT adapters, ``.bin`` checkpoints, other architectures) load whole.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +53,7 @@ from bot.reef.loading import (
     tokenizer_files,
     torch_dtype,
 )
-from bot.reef.safetensors import byte_count
+from bot.reef.safetensors import TORCH_DTYPE_NAMES
 
 if TYPE_CHECKING:
     import torch
@@ -64,13 +62,9 @@ logger = logging.getLogger(__name__)
 
 # Architectures whose streamed states are tested equal to the whole model's (tests/reef/test_streaming.py).
 STREAMABLE_MODEL_TYPES = ("gemma3_text", "gpt2", "llama", "qwen2")
-# Stream when the whole model in its compute dtype would take more than this share of available memory:
-# the rest is for the activations, the tokenizer, the Python process and whatever else runs on the machine.
-COMFORT_FRACTION = 0.5
 # Padded tokens a block runs at once: a batch of long probes runs in parts of rows, so a block's temporaries
 # stay small (Gemma 3 270M's MLP holds 24 MB at 1024 tokens, 100 MB for 16 probes of 256 tokens).
 MAX_BLOCK_TOKENS = 1024
-_NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}  # bfloat16 read as raw 16-bit words
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +76,14 @@ class StoredTensor:
         dtype: the safetensors dtype name (``"BF16"``, ``"F32"``, ...).
         shape: its shape.
         offset: byte offset of its data from the start of the file.
+        n_bytes: the size of its data.
     """
 
     file: Path
     dtype: str
     shape: tuple[int, ...]
     offset: int
-
-    @property
-    def n_values(self) -> int:
-        return math.prod(self.shape)
+    n_bytes: int
 
 
 def tensor_index(folder: Path) -> dict[str, StoredTensor]:
@@ -109,35 +101,8 @@ def tensor_index(folder: Path) -> dict[str, StoredTensor]:
         for name, span in header.tensors.items():
             if name in index:
                 raise ModelLoadError(f"{folder}: tensor {name!r} is in both {index[name].file.name} and {file.name}")
-            index[name] = StoredTensor(file, span.dtype, span.shape, header.offset(name))
+            index[name] = StoredTensor(file, span.dtype, span.shape, header.offset(name), span.n_bytes)
     return index
-
-
-def whole_model_bytes(index: Mapping[str, StoredTensor], dtype: str) -> int:
-    """Memory the model's floating-point tensors take once loaded whole in ``dtype``."""
-    itemsize = 4 if dtype == "float32" else 2
-    return sum(
-        t.n_values * itemsize if t.dtype in _NUMPY_DTYPE else byte_count(t.dtype, t.n_values) for t in index.values()
-    )
-
-
-def available_memory_bytes() -> int | None:
-    """Memory this process may still use: ``MemAvailable``, capped by a cgroup v2 limit; None if unknown."""
-    available: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    with contextlib.suppress(OSError, ValueError):
-        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="utf-8").strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text(encoding="utf-8"))
-            room = int(limit) - used
-            available = room if available is None else min(available, room)
-    if available is None:
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return available
 
 
 def streaming_obstacle(path: Path, *, base: Path | None) -> str | None:
@@ -173,8 +138,9 @@ def load_for_extraction(
         path: as for ``bot.reef.loading.load_model``.
         base: an adapter's base model folder.
         dtype: the compute dtype (weights stored in another dtype are converted block by block).
-        extraction: ``"stream"`` or ``"full"`` to force a path; ``"auto"`` streams when the whole model would
-            take more than ``COMFORT_FRACTION`` of available memory and the source can stream.
+        extraction: ``"stream"`` or ``"full"`` to force a path; ``"auto"`` streams whenever the source can
+            (``streaming_obstacle``): the states are the same, and on Gemma 3 270M streaming took less time and a
+            third of the memory (bench/perf.py).
 
     Returns:
         A ``LoadedModel``; when streamed, its ``model`` is a ``StreamedModel`` and ``loader`` is
@@ -198,19 +164,11 @@ def load_for_extraction(
             raise ConfigError(f"--extraction stream: {path} cannot stream: {obstacle}; use --extraction full or auto")
         logger.info("loading %s whole: %s", path, obstacle)
         return load_model(path, base=base, dtype=dtype)
-    index = tensor_index(path)
-    if extraction == "auto":
-        needed, available = whole_model_bytes(index, dtype), available_memory_bytes()
-        if available is not None and needed <= COMFORT_FRACTION * available:
-            logger.info("loading %s whole: %.1f GB of %.1f GB available", path, needed / 1e9, available / 1e9)
-            return load_model(path, base=base, dtype=dtype)
-        logger.info("streaming %s block by block: whole it would take %.1f GB", path, needed / 1e9)
-    return load_streamed(path, dtype=dtype, index=index)
+    logger.info("streaming %s block by block", path)
+    return load_streamed(path, dtype=dtype)
 
 
-def load_streamed(
-    path: Path, *, dtype: str = "float32", index: Mapping[str, StoredTensor] | None = None
-) -> LoadedModel:
+def load_streamed(path: Path, *, dtype: str = "float32") -> LoadedModel:
     """Open a safetensors model folder for block-at-a-time extraction (reads the headers and the config).
 
     Raises:
@@ -223,7 +181,7 @@ def load_streamed(
     if obstacle is not None:
         raise ConfigError(f"{path} cannot stream: {obstacle}; use --extraction full")
     raw_config = read_config(path)
-    index = dict(index) if index is not None else tensor_index(path)
+    index = tensor_index(path)
     check_config_fits_weights(raw_config, {name: stored.shape for name, stored in index.items()}, path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -296,6 +254,8 @@ class StreamedModel:
         self.dtype = dtype
         self.source = source
         self._index = dict(index)
+        self._block_weights: dict[str, torch.Tensor] = {}  # the last block's, reused by the next (_load_block)
+        self._staging = _empty_bytes()  # stored bytes on their way to another dtype (_read)
 
     def last_token_states(
         self, batches: Sequence[ProbeBatch], layers: Sequence[int], *, show_progress: bool
@@ -374,29 +334,81 @@ class StreamedModel:
             source=str(self.source),
         )
 
-    def _read(self, name: str, compute: torch.dtype, handles: dict[Path, Any]) -> torch.Tensor:
-        """One tensor from its (open) shard, converted to the compute dtype.
+    def _read(self, name: str, compute: torch.dtype, *, into: torch.Tensor | None = None) -> torch.Tensor:
+        """One tensor, floating-point values converted to the compute dtype, read into ``into`` when it fits.
 
         Raises:
-            ModelLoadError: the tensor is missing or holds NaN or infinite values.
+            ModelLoadError: the tensor is missing, cut short, of a dtype torch lacks, or holds NaN or infinity.
         """
         import torch
-        from safetensors import safe_open
 
+        stored = self._stored(name)
+        stored_dtype = self._torch_dtype(name, stored)
+        dtype = compute if stored_dtype.is_floating_point else stored_dtype
+        if into is None or into.shape != stored.shape or into.dtype != dtype:
+            into = torch.empty(stored.shape, dtype=dtype)
+        if stored_dtype == dtype:
+            self._pread([(stored.offset, into)], stored.file)
+        else:  # through one staging buffer, reused: an upcast needs the stored bytes and the result at once
+            if self._staging.numel() < stored.n_bytes:
+                self._staging = torch.empty(stored.n_bytes, dtype=torch.uint8)
+            raw = self._staging[: stored.n_bytes].view(stored_dtype).view(stored.shape)
+            self._pread([(stored.offset, raw)], stored.file)
+            into.copy_(raw)
+        self._check_finite(name, into)
+        return into
+
+    def _stored(self, name: str) -> StoredTensor:
         stored = self._index.get(name)
         if stored is None:
             raise ModelLoadError(
                 f"{self.source}: tensor {name!r} is missing from the safetensors files", source=str(self.source)
             )
-        if stored.file not in handles:
-            handles[stored.file] = safe_open(str(stored.file), framework="pt")
-        tensor: torch.Tensor = handles[stored.file].get_tensor(name)
+        return stored
+
+    def _torch_dtype(self, name: str, stored: StoredTensor) -> torch.dtype:
+        import torch
+
+        dtype = getattr(torch, TORCH_DTYPE_NAMES.get(stored.dtype, ""), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ModelLoadError(
+                f"{self.source}: tensor {name!r} is stored as {stored.dtype}, which reefguard cannot compute with",
+                source=str(self.source),
+            )
+        return dtype
+
+    def _pread(self, pieces: Sequence[tuple[int, torch.Tensor]], file: Path) -> None:
+        """Fill each tensor with the bytes at its offset in ``file`` (``os.pread``: nothing is mapped).
+
+        A memory map would make every page it touched, and the pages the kernel maps around each (fault-around),
+        count as this process's memory until unmapped; reading copies only the bytes asked for.
+
+        Raises:
+            ModelLoadError: the file ends first.
+        """
+        import torch
+
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            for offset, tensor in pieces:
+                view = tensor.view(-1).view(torch.uint8).numpy().data
+                done = 0
+                while done < len(view):
+                    got = os.preadv(fd, [view[done:]], offset + done)
+                    if got == 0:
+                        raise ModelLoadError(f"{file}: ends inside a tensor; download it again", source=str(file))
+                    done += got
+        finally:
+            os.close(fd)
+
+    def _check_finite(self, name: str, tensor: torch.Tensor) -> None:
+        import torch
+
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelLoadError(
                 f"{self.source}: tensor {name!r} holds NaN or infinite values; the weights are corrupt",
                 source=str(self.source),
             )
-        return tensor.to(compute)
 
     def _load_outside_blocks(
         self, skeleton: Any, prefix: str, blocks_path: str, vocabulary: torch.Tensor, compute: torch.dtype
@@ -406,14 +418,11 @@ class StreamedModel:
 
         embedding = skeleton.get_input_embeddings()
         embedding_name = _embedding_name(skeleton)
-        state: dict[str, torch.Tensor] = {}
-        handles: dict[Path, Any] = {}
-        try:
-            for name in skeleton.state_dict():
-                if not name.startswith((f"{blocks_path}.", f"{embedding_name}.weight")):
-                    state[name] = self._read(prefix + name, compute, handles)
-        finally:
-            handles.clear()
+        state = {
+            name: self._read(prefix + name, compute)
+            for name in skeleton.state_dict()
+            if not name.startswith((f"{blocks_path}.", f"{embedding_name}.weight"))
+        }
         skeleton.load_state_dict(state, strict=False, assign=True)
         # The tokens are renumbered to the loaded rows; so is the padding index (it only matters for gradients).
         rows = self._rows(f"{prefix}{embedding_name}.weight", vocabulary).to(compute)
@@ -430,34 +439,41 @@ class StreamedModel:
             raise ModelLoadError(f"{self.source}: tensors left unloaded: {', '.join(left)}", source=str(self.source))
 
     def _rows(self, name: str, rows: torch.Tensor) -> torch.Tensor:
-        """Rows ``rows`` of a 2-D stored tensor, read through a memory map (only their pages are touched)."""
+        """Rows ``rows`` of a 2-D stored floating-point tensor, as stored; only their bytes are read."""
         import torch
 
         stored = self._index.get(name)
-        if stored is None or stored.dtype not in _NUMPY_DTYPE or len(stored.shape) != 2:
+        dtype = self._torch_dtype(name, stored) if stored is not None else None
+        if stored is None or dtype is None or not dtype.is_floating_point or len(stored.shape) != 2:
             raise ModelLoadError(f"{self.source}: no 2-D float embedding {name!r}", source=str(self.source))
-        table = np.memmap(
-            stored.file, dtype=_NUMPY_DTYPE[stored.dtype], mode="r", offset=stored.offset, shape=stored.shape
+        picked = torch.empty((len(rows), stored.shape[1]), dtype=dtype)
+        row_bytes = stored.n_bytes // stored.shape[0]
+        self._pread(
+            [(stored.offset + row * row_bytes, out) for row, out in zip(rows.tolist(), picked, strict=True)],
+            stored.file,
         )
-        picked = torch.from_numpy(np.ascontiguousarray(table[rows.numpy()]))
-        del table
-        picked = picked.view(torch.bfloat16) if stored.dtype == "BF16" else picked
-        if not bool(torch.isfinite(picked).all()):
-            raise ModelLoadError(
-                f"{self.source}: tensor {name!r} holds NaN or infinite values; the weights are corrupt",
-                source=str(self.source),
-            )
+        self._check_finite(name, picked)
         return picked
 
     def _load_block(self, meta_block: Any, prefix: str, compute: torch.dtype) -> Any:
-        """Give a meta-device block its weights from the files, one tensor at a time, and return it in eval mode."""
-        handles: dict[Path, Any] = {}
-        try:
-            state = {name: self._read(prefix + name, compute, handles) for name in meta_block.state_dict()}
-        finally:
-            handles.clear()  # closes the memory maps, so the block's file pages leave this process
+        """Give a meta-device block its weights from the files, and return it in eval mode.
+
+        The weights go into the previous block's tensors (blocks share their shapes), which that block no longer
+        needs: one block's worth is allocated once, instead of freed and allocated again for every block.
+        """
+        state = {
+            name: self._read(prefix + name, compute, into=self._block_weights.get(name))
+            for name in meta_block.state_dict()
+        }
+        self._block_weights = state
         meta_block.load_state_dict(state, strict=True, assign=True)
         return meta_block.eval()
+
+
+def _empty_bytes() -> torch.Tensor:
+    import torch
+
+    return torch.empty(0, dtype=torch.uint8)
 
 
 def _embedding_name(skeleton: Any) -> str:
