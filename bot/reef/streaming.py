@@ -150,22 +150,38 @@ def load_for_extraction(
         ConfigError: unknown mode or dtype; ``stream`` forced on a source that cannot stream.
         ModelLoadError, UnsafeWeightsError: as ``load_model``.
     """
-    if extraction not in EXTRACTION_MODES:
-        raise ConfigError(f"unknown extraction {extraction!r} (known: {', '.join(EXTRACTION_MODES)})", key="extraction")
     torch_dtype(dtype)
-    path = path.expanduser()
-    if path.is_file() and path.suffix == ".safetensors":
-        path = path.parent
-    if extraction == "full" or not path.exists():
-        return load_model(path, base=base, dtype=dtype)
-    obstacle = streaming_obstacle(path, base=base)
-    if obstacle is not None:
-        if extraction == "stream":
-            raise ConfigError(f"--extraction stream: {path} cannot stream: {obstacle}; use --extraction full or auto")
-        logger.info("loading %s whole: %s", path, obstacle)
+    path = _model_folder(path)
+    if not streams(path, base=base, extraction=extraction):
         return load_model(path, base=base, dtype=dtype)
     logger.info("streaming %s block by block", path)
     return load_streamed(path, dtype=dtype)
+
+
+def streams(path: Path, *, base: Path | None = None, extraction: str = "auto") -> bool:
+    """Whether ``load_for_extraction`` streams ``path`` with these arguments (reads its config only).
+
+    Raises:
+        ConfigError: unknown mode; ``stream`` forced on a source that cannot stream.
+        ModelLoadError, UnsafeWeightsError: as ``streaming_obstacle``.
+    """
+    if extraction not in EXTRACTION_MODES:
+        raise ConfigError(f"unknown extraction {extraction!r} (known: {', '.join(EXTRACTION_MODES)})", key="extraction")
+    path = _model_folder(path)
+    if extraction == "full" or not path.exists():
+        return False
+    obstacle = streaming_obstacle(path, base=base)
+    if obstacle is not None and extraction == "stream":
+        raise ConfigError(f"--extraction stream: {path} cannot stream: {obstacle}; use --extraction full or auto")
+    if obstacle is not None:
+        logger.info("loading %s whole: %s", path, obstacle)
+    return obstacle is None
+
+
+def _model_folder(path: Path) -> Path:
+    """The folder of a path given as its ``.safetensors`` file."""
+    path = path.expanduser()
+    return path.parent if path.is_file() and path.suffix == ".safetensors" else path
 
 
 def load_streamed(path: Path, *, dtype: str = "float32") -> LoadedModel:

@@ -6,8 +6,9 @@ The tokenizer is the largest thing a streamed fingerprint would hold. transforme
 imported torch yet, holds 0.04 GB; when the child exits, all of it goes back to the system (freed in-process,
 it would stay in the heap).
 
-``tokenize_probes`` is the step itself, for a tokenizer at hand; ``tokenize_apart`` runs it in the child
-(``python -m bot.reef.tokenizing``, a JSON request on stdin and the result on stdout) and returns the same.
+``tokenize_probes`` is the step itself, for a tokenizer at hand; ``TokenizingApart`` runs it in the child
+(``python -m bot.reef.tokenizing``, a JSON request on stdin and the result on stdout) while the caller goes on,
+and returns the same; ``tokenize_apart`` runs it and waits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,49 +64,97 @@ def tokenize_probes(tokenizer: Any, texts: Sequence[str], *, batch_size: int, ma
     return ProbeTokens(tuple(batches), anchor_tokens(tokenizer, texts))
 
 
-def tokenize_apart(files: TokenizerFiles, texts: Sequence[str], *, batch_size: int) -> ProbeTokens:
-    """``tokenize_probes`` with the tokenizer and token limit of ``files``, in a child process.
+class TokenizingApart:
+    """``tokenize_probes`` with the tokenizer and token limit of ``files``, running in a child process.
 
-    Torch is blocked in the child, except for a GGUF file (transformers reads GGUF metadata with torch). The
-    child's log records are logged again here; transformers' own messages are dropped unless it fails.
+    Started on creation and waited for by ``result``, so the caller can do other work meanwhile (open the model:
+    import torch, hash the weights). Torch is blocked in the child, except for a GGUF file (transformers reads
+    GGUF metadata with torch). The child's log records are logged again here; transformers' own messages are
+    dropped unless it fails. Use it as a context manager: leaving it stops a child still running.
+
+    The request, reply and the child's stderr go through unnamed temporary files, not pipes: a child that filled
+    a pipe nobody reads yet would stop, holding its peak memory.
+
+    Example:
+        >>> with TokenizingApart(files, texts, batch_size=16) as tokenizing:  # doctest: +SKIP
+        ...     loaded = load_streamed(folder)  # meanwhile
+        ...     tokens = tokenizing.result()
+    """
+
+    def __init__(self, files: TokenizerFiles, texts: Sequence[str], *, batch_size: int) -> None:
+        self.files = files
+        request = {
+            "folder": str(files.folder),
+            "gguf_file": files.gguf_file,
+            "source": str(files.source),
+            "texts": list(texts),
+            "batch_size": batch_size,
+        }
+        self._request, self._reply, self._stderr = (tempfile.TemporaryFile() for _ in range(3))  # noqa: SIM115
+        self._request.write(json.dumps(request).encode("utf-8"))
+        self._request.seek(0)
+        python_path = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "bot.reef.tokenizing"],
+            stdin=self._request,
+            stdout=self._reply,
+            stderr=self._stderr,
+            env={**os.environ, "PYTHONPATH": python_path, "TRANSFORMERS_VERBOSITY": "error"},
+        )
+        self._tokens: ProbeTokens | None = None
+
+    def __enter__(self) -> TokenizingApart:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        for file in (self._request, self._reply, self._stderr):
+            file.close()
+
+    def result(self) -> ProbeTokens:
+        """Wait for the child and return its tokens (the same on every call).
+
+        Raises:
+            ConfigError: a batch size below 1.
+            ModelLoadError: the tokenizer or config cannot load (UnsafeWeightsError: they need custom code), or
+                the child failed.
+        """
+        if self._tokens is None:
+            self._child.wait()
+            self._tokens = self._read_reply()
+        return self._tokens
+
+    def _read_reply(self) -> ProbeTokens:
+        source = str(self.files.source)
+        self._reply.seek(0)
+        try:
+            reply = json.loads(self._reply.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._stderr.seek(0)
+            output = self._stderr.read().decode("utf-8", errors="replace")
+            logger.debug("tokenizer process output:\n%s", output)
+            lines = output.strip().splitlines() or [f"exit status {self._child.returncode}"]
+            raise ModelLoadError(f"{source}: tokenizing the probes failed: {lines[-1]}", source=source) from None
+        for name, level, message in reply["log"]:
+            logging.getLogger(name).log(level, "%s", message)
+        if "error" in reply:
+            error = _CHILD_ERRORS[reply["error"]["type"]](reply["error"]["message"])
+            if isinstance(error, ModelLoadError):
+                error.source = source
+            raise error
+        return _decode(reply["tokens"])
+
+
+def tokenize_apart(files: TokenizerFiles, texts: Sequence[str], *, batch_size: int) -> ProbeTokens:
+    """``TokenizingApart(files, texts, batch_size=batch_size).result()``: tokenize in a child and wait for it.
 
     Raises:
-        ConfigError: a batch size below 1.
-        ModelLoadError: the tokenizer or config cannot load (UnsafeWeightsError: they need custom code), or the
-            child failed.
+        ConfigError, ModelLoadError, UnsafeWeightsError: as ``TokenizingApart.result``.
     """
-    request = {
-        "folder": str(files.folder),
-        "gguf_file": files.gguf_file,
-        "source": str(files.source),
-        "texts": list(texts),
-        "batch_size": batch_size,
-    }
-    python_path = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.reef.tokenizing"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": python_path, "TRANSFORMERS_VERBOSITY": "error"},
-        check=False,
-    )
-    try:
-        reply = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        logger.debug("tokenizer process output:\n%s", done.stderr)
-        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise ModelLoadError(
-            f"{files.source}: tokenizing the probes failed: {lines[-1]}", source=str(files.source)
-        ) from None
-    for name, level, message in reply["log"]:
-        logging.getLogger(name).log(level, "%s", message)
-    if "error" in reply:
-        error = _CHILD_ERRORS[reply["error"]["type"]](reply["error"]["message"])
-        if isinstance(error, ModelLoadError):
-            error.source = str(files.source)
-        raise error
-    return _decode(reply["tokens"])
+    with TokenizingApart(files, texts, batch_size=batch_size) as tokenizing:
+        return tokenizing.result()
 
 
 def _encode(tokens: ProbeTokens) -> dict[str, Any]:

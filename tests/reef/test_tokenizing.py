@@ -18,7 +18,7 @@ from bot.reef.extraction import token_limit
 from bot.reef.fingerprint import fingerprint_model
 from bot.reef.loading import load_model, tokenizer_files
 from bot.reef.probes import ProbeSet, load_probes
-from bot.reef.tokenizing import ProbeTokens, tokenize_apart, tokenize_probes
+from bot.reef.tokenizing import ProbeTokens, TokenizingApart, tokenize_apart, tokenize_probes
 
 LONG_PROBE = "a probe long enough to be cut at the token limit " * 40
 
@@ -56,6 +56,17 @@ def test_the_engine_fingerprint_equals_the_in_process_one(
     engine = fingerprint(str(tiny_llama), probes=str(probe_file), name="llama")
     here = fingerprint_model(load_model(tiny_llama), load_probes(probe_file), name="llama", model=str(tiny_llama))
     assert engine.digest == here.digest
+
+
+def test_the_model_opens_while_the_child_tokenizes(tiny_llama: Path, few_probes: ProbeSet) -> None:
+    with TokenizingApart(tokenizer_files(tiny_llama), few_probes.texts, batch_size=8) as tokenizing:
+        loaded = load_model(tiny_llama)  # meanwhile, in this process
+        tokens = tokenizing.result()
+        assert tokenizing.result() is tokens
+    here = _tokenized_here(tiny_llama, list(few_probes.texts), batch_size=8)
+    assert [batch.rows for batch in tokens.batches] == [batch.rows for batch in here.batches]
+    assert tokens.anchor_candidates == here.anchor_candidates
+    assert loaded.n_layers == 2
 
 
 def test_the_child_never_imports_torch(tiny_llama: Path, few_probes: ProbeSet) -> None:
