@@ -215,12 +215,22 @@ class Registry:
             if staging.exists():
                 shutil.rmtree(staging)
         if kept is not None:
-            if replaced:
-                kept = kept.without_entry(fingerprint.name)
-            added = self._read(final)  # as a check will read it: Grams rounded to float16
-            everyone = list(self) if added.role == "source" else []
-            self._keep_calibration(kept.with_entry(added, [null.source for null in kept.sources], everyone))
+            self._update_calibration(kept, fingerprint.name, replaced=replaced)
         return final
+
+    def _update_calibration(self, kept: Calibration, name: str, *, replaced: bool) -> None:
+        """Bring the kept calibration up to date with the entry just written as ``name``."""
+        if replaced:
+            kept = kept.without_entry(name)
+        added = self._read(self.root / name)  # as a check will read it: Grams rounded to float16
+        sources = [null.source for null in kept.sources]
+        everyone = list(self) if added.role == "source" else []
+        probes = {(fp.probe_sha256, fp.standardize) for fp in (*sources, *everyone, added)}
+        if len(probes) > 1:  # a check refuses such a registry until one of them is re-fingerprinted
+            logger.info("%s: %s uses other probes than the registry; calibration dropped", self._store, name)
+            shutil.rmtree(self._store, ignore_errors=True)
+            return
+        self._keep_calibration(kept.with_entry(added, sources, everyone))
 
     def set_hub_id(self, name: str, hub_id: str | None) -> None:
         """Record (or, with None, forget) the Hub id of the entry ``name``; its arrays are left as they are.

@@ -225,7 +225,9 @@ def test_an_edited_or_stale_calibration_is_recomputed_never_used(
     expected = compare(suspect, list(registry)).to_dict()
     compare(suspect, registry)
     meta = registry.root / CALIBRATION_DIR / "calibration.json"
-    meta.write_text(meta.read_text(encoding="utf-8").replace('"conditioned": true', '"conditioned": false'), encoding="utf-8")
+    meta.write_text(
+        meta.read_text(encoding="utf-8").replace('"conditioned": true', '"conditioned": false'), encoding="utf-8"
+    )
     assert compare(suspect, registry).to_dict() == expected
     assert caplog.text.count("does not match its digest (edited?); recomputing it") == 1
     caplog.clear()
@@ -233,3 +235,12 @@ def test_an_edited_or_stale_calibration_is_recomputed_never_used(
     entry.write_text(entry.read_text(encoding="utf-8").replace("related: []", "related:\n- source-0"), encoding="utf-8")
     assert compare(suspect, registry).to_dict() == compare(suspect, list(registry)).to_dict()
     assert caplog.text.count("stale (entries changed); recomputing it") == 1
+
+
+def test_an_entry_with_other_probes_drops_the_calibration(tmp_path: Path) -> None:
+    registry = population(tmp_path)
+    compare(member("suspect", 99), registry)
+    registry.add(member("odd", 40, probe_sha256="1" * 64))
+    assert not (registry.root / CALIBRATION_DIR).exists()
+    with pytest.raises(RegistryError, match="same --probes"):
+        compare(member("suspect", 99), registry)
