@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -145,12 +147,53 @@ def resolve(
         if not path.exists():
             raise ModelLoadError(f"{path}: no such file or folder", source=text)
         return ResolvedSource(source=parsed, path=path, revision=None)
-    try:
+    with _hub_errors(str(parsed), text, token):
         return _resolve_hub(parsed, text, cache_dir=cache_dir, endpoint=endpoint, token=token)
+
+
+def download_file(
+    source: ModelSource,
+    filename: str,
+    *,
+    cache_dir: Path | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """One file of a Hub repo at ``source.revision`` (pin a sha), into the Hugging Face cache.
+
+    For reading a small file before deciding to fetch the weights (a scan reads ``config.json`` alone to refuse
+    custom code first).
+
+    Args:
+        source: a Hub reference; filename: the file's path in the repo; the rest as for `resolve`.
+
+    Returns:
+        The file in the cache.
+
+    Raises:
+        ModelLoadError: the repo, revision or file is missing, or access is refused for a gated repo.
+        RemoteError: the Hub failed or could not be reached.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from bot._http import make_api
+
+    api = make_api(endpoint, token)
+    with _hub_errors(f"{source}: {filename}", str(source), token):
+        path = hf_hub_download(source.ref, filename, revision=source.revision, cache_dir=cache_dir,
+                               endpoint=api.endpoint, token=token)  # fmt: skip
+    return Path(path)
+
+
+@contextmanager
+def _hub_errors(source: str, text: str, token: str | None) -> Iterator[None]:
+    """huggingface_hub's and httpx's errors inside the block as ours (`_translate`); anything else propagates."""
+    try:
+        yield
     except ReefguardError:
         raise
     except Exception as e:
-        translated = _translate(e, parsed, text, token)
+        translated = _translate(e, source, text, token)
         if translated is None:
             raise
         raise translated from e
@@ -199,8 +242,13 @@ def _resolve_hub(
     return ResolvedSource(source=source, path=folder, revision=sha)
 
 
-def _translate(error: Exception, source: ModelSource, text: str, token: str | None) -> ReefguardError | None:
-    """Our error for a huggingface_hub or httpx failure, or None for anything else (left to propagate)."""
+def _translate(error: Exception, source: str, text: str, token: str | None) -> ReefguardError | None:
+    """Our error for a huggingface_hub or httpx failure, or None for anything else (left to propagate).
+
+    Args:
+        source: what the message names (``org/name@rev``, or ``org/name@rev: config.json`` for one file).
+        text: the reference as the user gave it (``ModelLoadError.source``).
+    """
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -245,6 +293,9 @@ def _translate(error: Exception, source: ModelSource, text: str, token: str | No
         else:
             message = f"{source}: the Hub answered HTTP {status}{detail}{rid}; retry later"
         return RemoteError(message, service="hub", status=status, request_id=request_id)
+    if isinstance(error, httpx.RemoteProtocolError):  # the connection closed before the announced length
+        return RemoteError(f"{source}: the Hub's answer was cut off ({type(error).__name__}); retry later",
+                           service="hub")  # fmt: skip
     where = _endpoint_of(error)
     message = f"{source}: cannot reach the Hub{where} ({type(error).__name__}); check the network or HF_ENDPOINT"
     return RemoteError(message, service="hub")

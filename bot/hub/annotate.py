@@ -6,7 +6,12 @@
   is the same, or when the owner closed it: closing is the opt-out, never reopened), so reruns never duplicate.
 - On repos we own (the repo's namespace is the token's user or one of its orgs, by ``whoami``): one pull
   request that sets ``base_model`` / ``base_model_relation`` in the README front matter through
-  huggingface_hub's ``ModelCard``, keeping every other key and the card text. It is also found by its marker.
+  ``bot.cards`` (the one card writer), keeping every other key and the card text. It is also found by its marker.
+
+Each finding kind has its own discussion text (``DISCUSSION_TEXTS``): what the card says, what the fingerprints
+say, what the owner could do, and when closing the discussion is the right answer. The hidden marker names the
+repo as the docs say: ``<!-- reefguard:v1 kind=hub-discussion repo=ORG/NAME source=S -->``; the ``path=`` form
+older bots wrote is still found, so a rerun edits those posts instead of opening new ones.
 
 Nothing is written unless ``write=True`` (``--write``) and a token is given. Gated or private repos are not
 annotated; discussions disabled, missing permissions (401/403) or a repo gone (404) are skipped and reported.
@@ -21,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.cards import ModelCard, relation_for
 from bot.errors import ReefguardError, RemoteError
 from bot.hub.client import Budget
-from bot.hub.results import UNDECLARED, Finding, ModelResult, Status
+from bot.hub.results import OTHER_DECLARATION, UNDECLARED, WRONG_DECLARATION, Finding, ModelResult, Status
 from bot.report import HUB_CARD_PR, HUB_DISCUSSION, Marker, parse_markers
 
 if TYPE_CHECKING:
@@ -81,34 +87,89 @@ def whoami(api: HfApi, *, budget: Budget) -> Identity:
     return Identity(name=str(data["name"]), orgs=orgs)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscussionText:
+    """The parts of a discussion that depend on the finding's kind; ``{…}`` fields are filled per finding.
+
+    Attributes:
+        title: the discussion title (after ``TITLE_PREFIX``).
+        claim: what the card says and what the fingerprints say.
+        request: what the owner could change, if the bot is right; empty when nothing is suggested.
+        close_if: when closing the discussion is the right answer.
+    """
+
+    title: str
+    claim: str
+    request: str
+    close_if: str
+
+
+DISCUSSION_TEXTS = {
+    UNDECLARED: DiscussionText(
+        title="is this model derived from {repo}?",
+        claim="It thinks this model is **{verdict} from {source}**, and the model card declares no base model",
+        request="If that is right, please declare it in the model card metadata, which also links this model into "
+        "the source's model tree:\n\n```yaml\n{lineage}```",
+        close_if="if this model is not derived from that source, please just close this discussion.",
+    ),
+    OTHER_DECLARATION: DiscussionText(
+        title="is this model also derived from {repo}?",
+        claim="It thinks this model is **{verdict} from {source}**, while the model card declares {declared} and "
+        "not that source",
+        request="If that is right, please add it to the model card metadata (keeping the bases that are right), "
+        "which also links this model into the source's model tree:\n\n```yaml\n{lineage}```",
+        close_if="if this model is not derived from that source, or only through a declared base that itself "
+        "derives from it, please just close this discussion.",
+    ),
+    WRONG_DECLARATION: DiscussionText(
+        title="is this model really derived from {repo}?",
+        claim="The model card declares {declared} as its base, but the fingerprints find **no relation** between "
+        "this model and {source}",
+        request="If the weights did not come from that model, please correct `base_model` in the model card "
+        "metadata, so the model tree shows this model where it belongs.",
+        close_if="if this model was made from that source (the declaration is right), please just close this "
+        "discussion.",
+    ),
+}
+
+
 def discussion_body(result: ModelResult, finding: Finding) -> str:
-    """The discussion text for one finding: evidence, suggestion, close-if-wrong, opt-out, marker."""
+    """The discussion text for one finding: claim, suggestion, close-if-wrong, opt-out, evidence, marker.
+
+    Raises:
+        KeyError: a finding kind without a text in ``DISCUSSION_TEXTS``.
+    """
+    text = DISCUSSION_TEXTS[finding.kind]
     source = f"`{finding.source}`" + (
         f" ([{finding.source_repo}](/{finding.source_repo}))" if finding.source_repo else ""
     )
-    declared = ", ".join(f"`{d}`" for d in result.declared) or "no `base_model`"
-    what = "does not declare it" if finding.kind == UNDECLARED else "declares something else"
-    suggestion = ""
-    if finding.source_repo:
-        suggestion = (
-            "\n\nIf it is right, please declare it in the model card metadata, which also links this model into the "
-            f"source's model tree:\n\n```yaml\nbase_model: {finding.source_repo}\n"
-            f"base_model_relation: {finding.relation}\n```"
-        )
-    evidence = result.evidence_markdown or ""
+    declared = ", ".join(f"`{d}`" for d in result.declared) or "no base model"
+    request = text.request.format(lineage=_suggested_lineage(result, finding)) if finding.source_repo else ""
+    claim = text.claim.format(verdict=result.verdict, source=source, declared=declared)
     return (
         f"Hello! This is **reefguard**, an automated bot. It fingerprints the hidden representations of released "
         f"models and compared this repo at commit `{result.sha[:12]}` with a registry of source models.\n\n"
-        f"It thinks this model **{result.verdict} from {source}**, while the card {what} (it declares {declared}): "
-        f"{finding.detail}.{suggestion}\n\n"
-        "**This can be wrong.** Fingerprints are statistical evidence, not proof: if this model is not derived from "
-        "that source, please just close this discussion.\n\n"
+        f"{claim}: {finding.detail}." + (f"\n\n{request}" if request else "") + "\n\n"
+        f"**This can be wrong.** Fingerprints are statistical evidence, not proof: {text.close_if}\n\n"
         "**Opting out:** closing this discussion is enough. reefguard never reopens a closed discussion and never "
         "posts a second one about the same source on this repo; when a new commit changes the evidence it edits "
         "this message instead of writing another.\n\n"
-        f"<details><summary>Evidence</summary>\n\n{evidence}\n</details>\n\n"
-        f"{Marker(kind=HUB_DISCUSSION, path=result.repo_id, source=finding.source).render()}\n"
+        f"<details><summary>Evidence</summary>\n\n{result.evidence_markdown or ''}\n</details>\n\n"
+        f"{discussion_marker(result.repo_id, finding.source).render()}\n"
     )
+
+
+def _suggested_lineage(result: ModelResult, finding: Finding) -> str:
+    """The front matter lines a derivative's card should hold: the declared bases plus the source's repo."""
+    bases = [*result.declared, finding.source_repo] if finding.kind == OTHER_DECLARATION else [finding.source_repo]
+    relation = relation_for(result.verdict or "derived", n_bases=len(bases))
+    card = ModelCard().with_lineage([b for b in bases if b], relation=relation).render()
+    return card.removeprefix("---\n").removesuffix("---\n")
+
+
+def discussion_marker(repo_id: str, source: str) -> Marker:
+    """The hidden marker of the bot's discussion about ``source`` on ``repo_id`` (the documented form)."""
+    return Marker(kind=HUB_DISCUSSION, repo=repo_id, source=source)
 
 
 def annotate(
@@ -203,9 +264,9 @@ def _discussion(
     note = functools.partial(Annotation, repo_id=repo_id, source=source, kind="discussion")
     if identity is None:
         return note(action="would-open-or-update", reason="dry run without a token: nothing looked up")
-    existing = _own_threads(api, repo_id, identity, pull_requests=False, budget=budget).get(
-        Marker(kind=HUB_DISCUSSION, path=repo_id, source=source)
-    )
+    threads = _own_threads(api, repo_id, identity, pull_requests=False, budget=budget)
+    legacy = Marker(kind=HUB_DISCUSSION, path=repo_id, source=source)  # what bots before issue 15 wrote
+    existing = threads.get(discussion_marker(repo_id, source)) or threads.get(legacy)
     if existing is not None:
         details, first = existing
         if details.status != "open":
@@ -222,7 +283,7 @@ def _discussion(
         return note(action="updated", number=details.num)
     if not write:
         return note(action="would-open")
-    title = f"{TITLE_PREFIX} is this model derived from {finding.source_repo or source}?"
+    title = f"{TITLE_PREFIX} {DISCUSSION_TEXTS[finding.kind].title.format(repo=finding.source_repo or source)}"
     created = budget.call(
         f"{repo_id}: open discussion", lambda: api.create_discussion(repo_id, title, description=body)
     )
@@ -238,7 +299,7 @@ def card_pr_body(result: ModelResult, base_models: Sequence[str], relation: str)
         f"`base_model` and `base_model_relation: {relation}` in the README metadata; every other key and the card "
         "text are kept. If it is wrong, close it: reefguard will not open another.\n\n"
         f"<details><summary>Evidence</summary>\n\n{evidence}\n</details>\n\n"
-        f"{Marker(kind=HUB_CARD_PR, path=result.repo_id).render()}\n"
+        f"{Marker(kind=HUB_CARD_PR, repo=result.repo_id).render()}\n"
     )
 
 
@@ -249,12 +310,18 @@ def _card_pr(api: HfApi, result: ModelResult, identity: Identity, write: bool, b
     )
     unknown = sorted(f.source for f in result.findings if not f.source_repo)
     if unknown:
-        hint = "pass --source-repo NAME=ORG/REPO"
+        hint = "set it with `reefguard registry set NAME --hub-id ORG/NAME` and scan again"
         return note(action="skipped", reason=f"no Hub repo id known for {', '.join(unknown)}; {hint}")
-    base_models = sorted({f.source_repo for f in result.findings if f.source_repo})
-    relation = "merge" if len(base_models) > 1 else result.findings[0].relation
-    existing = _own_threads(api, repo_id, identity, pull_requests=True, budget=budget).get(
-        Marker(kind=HUB_CARD_PR, path=repo_id)
+    # A declaration the fingerprints call wrong is the owner's to remove; the pull request only adds bases.
+    derived_from = [f for f in result.findings if f.kind != WRONG_DECLARATION]
+    if not derived_from:
+        return note(action="skipped", reason="the card declares a base the fingerprints call unrelated; "
+                    "nothing to add")  # fmt: skip
+    base_models = sorted({*result.declared, *(f.source_repo for f in derived_from if f.source_repo)})
+    relation = relation_for(result.verdict or "derived", n_bases=len(base_models))
+    threads = _own_threads(api, repo_id, identity, pull_requests=True, budget=budget)
+    existing = threads.get(Marker(kind=HUB_CARD_PR, repo=repo_id)) or threads.get(
+        Marker(kind=HUB_CARD_PR, path=repo_id)  # what bots before issue 15 wrote
     )
     if existing is not None:
         details, _ = existing
@@ -286,12 +353,10 @@ def _card_with_base_model(
 
     Raises:
         RemoteError: the README could not be read.
-        ConfigError: its front matter is not valid YAML.
+        ConfigError: its front matter is not a YAML mapping, or a base is not a Hub id.
     """
-    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
-
-    from bot.errors import ConfigError
 
     def fetch() -> str | None:
         try:
@@ -300,11 +365,6 @@ def _card_with_base_model(
             return None  # no card yet: a new one holds only the metadata
 
     path = budget.call(f"{repo_id}: README.md", fetch)
-    text = "" if path is None else Path(path).read_text(encoding="utf-8")
-    try:
-        card = ModelCard(text, ignore_metadata_errors=False)
-    except ValueError as e:
-        raise ConfigError(f"{repo_id}: README.md front matter is not valid YAML ({e})") from e
-    card.data["base_model"] = list(base_models) if len(base_models) > 1 else base_models[0]
-    card.data["base_model_relation"] = relation
-    return str(card)
+    text = None if path is None else Path(path).read_text(encoding="utf-8")
+    card = ModelCard.parse(text, where=f"{repo_id}: README.md")
+    return card.with_lineage(base_models, relation=relation).render()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import _output
 from bot.errors import ConfigError
+from bot.options import ALPHA, BATCH_SIZE, DTYPE, PROBES, REGISTRY, add_options
 
 if TYPE_CHECKING:
     from bot.hub.client import Budget
@@ -25,24 +25,21 @@ if TYPE_CHECKING:
     from bot.hub.scan import ScanOptions
 
 DEFAULT_REFERENCE_LIST = Path("fingerprints") / "references.yaml"
-_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
 OK, FINDING = 0, 1
 
 
-def parse_amount(text: str, *, key: str) -> int:
-    """``1.5B`` / ``500M`` / ``20GB`` / ``1000`` as an integer (decimal units; ``B`` alone is billions).
+def _amount(parse: Callable[[str], int], text: str | None, *, key: str) -> int | None:
+    """``parse(text)`` (``bot.sizes``) with the flag named in the error; None when the flag is not given.
 
     Raises:
-        ConfigError: anything else.
-
-    Example:
-        >>> parse_amount("1.5B", key="max-params"), parse_amount("20GB", key="max-download")
-        (1500000000, 20000000000)
+        ConfigError: naming the flag.
     """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])B?|(B))?\s*", text.upper())
-    if match is None:
-        raise ConfigError(f"--{key} {text!r}: use a number with an optional K, M, G/B or T suffix", key=key)
-    return int(float(match[1]) * _SUFFIXES[match[2] or match[3] or ""])
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ConfigError as e:
+        raise ConfigError(f"--{key} {e}", key=key) from None
 
 
 def _pairs(values: list[str], *, key: str) -> dict[str, str]:
@@ -61,15 +58,10 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     """How Hub models are fetched and fingerprinted, for every command that fingerprints them."""
-    parser.add_argument("--registry", default=os.environ.get("REEFGUARD_REGISTRY", "fingerprints"),
-                        help="registry folder (default: $REEFGUARD_REGISTRY or ./fingerprints)")  # fmt: skip
+    add_options(parser, (REGISTRY, PROBES, DTYPE, BATCH_SIZE))
     parser.add_argument("--max-params", help="skip models with more parameters, e.g. 1.5B (read from headers)")
     parser.add_argument("--max-seconds", type=float, help="wall-time cap for the run")
     parser.add_argument("--cache-dir", help="Hugging Face cache folder (default: huggingface_hub's)")
-    parser.add_argument("--probes", default="default",
-                        help="'default' or the .txt/.jsonl/.csv probe file the registry was made with")  # fmt: skip
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--batch-size", type=int, default=16, help="probes per forward pass (default 16)")
     _hub_options(parser)
 
 
@@ -85,10 +77,10 @@ def _check_options(parser: argparse.ArgumentParser) -> None:
         help="Hub repo of a registry source, to compare with declared base_model (repeatable)",
     )
     parser.add_argument("--max-download", help="download cap for the run, e.g. 20GB")
-    parser.add_argument("--alpha", type=float, default=0.01, help="significance level of a match (default 0.01)")
     parser.add_argument("--no-triage", action="store_true",
                         help="skip stage 1 (a weight verdict from the anchor rows read by Range): download and "
                         "fingerprint every candidate")  # fmt: skip
+    add_options(parser, (ALPHA,))
     _model_options(parser)
 
 
@@ -169,21 +161,23 @@ def _quiet_hub_library(args: argparse.Namespace) -> None:
 
 def _budget(args: argparse.Namespace) -> Budget:
     from bot.hub.client import Budget
+    from bot.sizes import parse_bytes
 
-    max_download = parse_amount(args.max_download, key="max-download") if args.max_download else None
+    max_download = _amount(parse_bytes, args.max_download, key="max-download")
     return Budget(max_download_bytes=max_download, max_seconds=args.max_seconds)
 
 
 def _options(args: argparse.Namespace, source_repos: dict[str, str]) -> ScanOptions:
     from bot._http import hub_token
     from bot.hub.scan import ScanOptions
+    from bot.sizes import parse_parameters
 
     return ScanOptions(
         probes=args.probes,
         dtype=args.dtype,
         batch_size=args.batch_size,
         alpha=args.alpha,
-        max_params=parse_amount(args.max_params, key="max-params") if args.max_params else None,
+        max_params=_amount(parse_parameters, args.max_params, key="max-params"),
         source_repos=source_repos,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         endpoint=args.endpoint,
@@ -331,6 +325,7 @@ def cmd_add_references(args: argparse.Namespace) -> int:
     from bot.hub.client import Budget
     from bot.hub.references import Outcome, ReferenceOptions, add_references, load_reference_list
     from bot.registry import Registry
+    from bot.sizes import parse_parameters
 
     listed = load_reference_list(Path(args.list))
     unknown = sorted(set(args.only) - {model.name for model in listed})
@@ -344,7 +339,7 @@ def cmd_add_references(args: argparse.Namespace) -> int:
         probes=args.probes,
         dtype=args.dtype,
         batch_size=args.batch_size,
-        max_params=parse_amount(args.max_params, key="max-params") if args.max_params else None,
+        max_params=_amount(parse_parameters, args.max_params, key="max-params"),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         endpoint=args.endpoint,
         token=token,

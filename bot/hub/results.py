@@ -17,19 +17,21 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
 from bot.hub.client import BudgetUsage
+from bot.sizes import format_bytes
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "hub-report.json"
 REPORT_MARKDOWN = "hub-report.md"
-UNDECLARED = "undeclared-derivative"
-WRONG_DECLARATION = "wrong-declaration"
+UNDECLARED = "undeclared-derivative"  # derived or merged from a source; the card declares no base
+OTHER_DECLARATION = "other-declaration"  # derived or merged from a source; the card declares other bases only
+WRONG_DECLARATION = "wrong-declaration"  # the card declares a source; its weights are unrelated to it
 
 
 class Status(StrEnum):
@@ -45,8 +47,9 @@ class Finding:
     """A disagreement between a repo's declared lineage and its fingerprints.
 
     Attributes:
-        kind: ``UNDECLARED`` (derived or merged, no ``base_model`` names the source) or ``WRONG_DECLARATION``
-            (``base_model`` names something else, or a source the fingerprints call unrelated).
+        kind: ``UNDECLARED`` (derived or merged, the card declares no base), ``OTHER_DECLARATION`` (derived or
+            merged, ``base_model`` names other models only) or ``WRONG_DECLARATION`` (``base_model`` names a source
+            the fingerprints call unrelated).
         source: the registry source name; source_repo its Hub repo id, if known.
         relation: the ``base_model_relation`` the evidence suggests (``finetune`` or ``merge``).
         detail: one sentence for people.
@@ -145,11 +148,19 @@ class ModelResult:
             relation=data.get("relation"),
             gated=bool(data.get("gated", False)),
             private=bool(data.get("private", False)),
-            findings=tuple(Finding.from_dict(f) for f in data.get("findings", ())),
+            findings=tuple(_upgraded(Finding.from_dict(f), data) for f in data.get("findings", ())),
             evidence_markdown=data.get("evidence_markdown"),
             stage=data.get("stage"),
             stage_bytes=tuple(int(n) for n in data.get("stage_bytes", ())),
         )
+
+
+def _upgraded(finding: Finding, result: dict[str, Any]) -> Finding:
+    """A finding of a state or report written before ``OTHER_DECLARATION`` existed, in today's kinds: a
+    "wrong declaration" about a source the verdict names was a derivative whose card declares other bases."""
+    if finding.kind == WRONG_DECLARATION and finding.source in result.get("sources", ()):
+        return replace(finding, kind=OTHER_DECLARATION)
+    return finding
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,13 +359,7 @@ def _cell(text: str) -> str:
 
 
 def _size(n_bytes: int | None) -> str:
-    if n_bytes is None:
-        return "no cap"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n_bytes < 1000 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1000  # type: ignore[assignment]
-    return f"{n_bytes} B"
+    return "no cap" if n_bytes is None else format_bytes(n_bytes)
 
 
 def render_scan_markdown(report: ScanReport) -> str:

@@ -23,7 +23,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,26 +30,32 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.cards import base_model_ids, relation_for
 from bot.errors import ConfigError, ModelLoadError, ReefguardError, RegistryError, RemoteError, UnsafeWeightsError
 from bot.hub.client import Budget
-from bot.hub.results import UNDECLARED, WRONG_DECLARATION, Finding, ModelResult, ScanReport, ScanState, Status
+from bot.hub.results import (
+    OTHER_DECLARATION,
+    UNDECLARED,
+    WRONG_DECLARATION,
+    Finding,
+    ModelResult,
+    ScanReport,
+    ScanState,
+    Status,
+)
 from bot.hub.results import sorted_results as _sorted
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import ModelInfo
 
-    from bot.hub.triage import RangeReader, TensorSpan, TokenizerCache
-    from bot.reef.probes import ProbeSet
-    from bot.reef.verdict import Report, WeightJudge
+    from bot.hub.triage import RangeReader, TokenizerCache
+    from bot.reef import ProbeSet, Report, WeightJudge
     from bot.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-_HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
-# Bits per value of each safetensors dtype, from its name (F16 -> 16, F8_E4M3 -> 8); BOOL is one byte.
-_DTYPE_BITS = re.compile(r"[A-Z]+(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,7 @@ class Candidate:
         if not info.sha:
             raise RemoteError(f"{info.id}: the Hub listed no commit sha; retry later", service="hub")
         card = info.card_data
-        declared = _as_ids(card.get("base_model") if card is not None else None)
+        declared = base_model_ids(card.get("base_model") if card is not None else None)
         relation = card.get("base_model_relation") if card is not None else None
         if not declared:  # the Hub's model-tree tags: base_model:<id> and base_model:<relation>:<id>
             tags = [t.split(":", 1)[1] for t in info.tags or [] if t.startswith("base_model:")]
@@ -175,14 +180,6 @@ class ScanOptions:
     triage: bool = True
 
 
-def _as_ids(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        return ()
-    return tuple(str(v).strip() for v in value if str(v).strip())
-
-
 def parse_since(text: str) -> datetime:
     """A ``--since`` date or ISO timestamp as an aware UTC datetime.
 
@@ -206,24 +203,32 @@ def parse_since(text: str) -> datetime:
 def source_repo_map(registry: Registry, explicit: Mapping[str, str] | None = None) -> dict[str, str]:
     """Registry source name -> Hub repo id.
 
-    An entry whose ``model`` is a Hub reference (``org/name`` or ``org/name@rev``) maps to that repo; ``explicit``
-    (``--source-repo NAME=ORG/REPO``) adds or overrides. Entries made from local files map to nothing unless named.
+    An entry's ``hub_id`` (set at ``fingerprint --hub-id`` or ``registry set NAME --hub-id``) names its repo; an
+    older entry fingerprinted from the Hub (``model`` is ``org/name@rev``) maps to that repo. ``explicit``
+    (``--source-repo NAME=ORG/REPO``) adds or overrides. Entries made from local files without a ``hub_id`` map to
+    nothing unless named.
 
     Raises:
         ConfigError: an explicit name that is not in the registry, or a value that is not a repo id.
     """
+    from bot.sources import ModelSource, parse_hub_id
+
     names = set(registry.names())
     mapping: dict[str, str] = {}
     for fp in registry:
-        reference = fp.model.split("@", 1)[0]
-        if _HUB_ID.fullmatch(reference) and not fp.model.startswith((".", "/", "~")):
-            mapping[fp.name] = reference
+        if fp.hub_id is not None:
+            mapping[fp.name] = fp.hub_id
+            continue
+        try:
+            reference = ModelSource.parse(fp.model)
+        except ConfigError:
+            continue
+        if reference.kind == "hub":
+            mapping[fp.name] = reference.ref
     for name, repo in (explicit or {}).items():
         if name not in names:
             raise ConfigError(f"--source-repo {name}={repo}: no registry entry named {name!r}", key="source-repo")
-        if not _HUB_ID.fullmatch(repo):
-            raise ConfigError(f"--source-repo {name}={repo}: {repo!r} is not a Hub repo id", key="source-repo")
-        mapping[name] = repo
+        mapping[name] = parse_hub_id(repo, key=f"--source-repo {name}")
     return mapping
 
 
@@ -294,8 +299,7 @@ class Stage1:
         from huggingface_hub import constants
 
         from bot.hub.triage import TokenizerCache
-        from bot.reef.probes import load_probes
-        from bot.reef.verdict import WeightJudge
+        from bot.reef import WeightJudge, load_probes
 
         root = (options.cache_dir or Path(constants.HF_HUB_CACHE)) / "reefguard-tokenizers"
         return cls(WeightJudge(registry), TokenizerCache(root), load_probes(options.probes))
@@ -382,8 +386,48 @@ def check_candidate(
     """Inspect, triage (stage 1, when ``stage1`` is given), fingerprint and compare (stage 2) one model version.
 
     Every failure becomes a skip or error result; a checked result says which stage decided and the bytes each
-    stage read (stage 1: config, headers, tokenizer when not cached, anchor rows; stage 2: the download).
+    stage read (stage 1: config, headers, tokenizer when not cached, anchor rows; stage 2: the download). No
+    text of the result names a folder of the scanning machine (``_without_local_paths``).
     """
+    result = _check(api, candidate, registry=registry, options=options, budget=budget, stage1=stage1)
+    return _without_local_paths(result, options)
+
+
+def _without_local_paths(result: ModelResult, options: ScanOptions) -> ModelResult:
+    """``result`` with the scanner's cache folders in its texts replaced by what they hold.
+
+    The reasons and evidence go into the published report and the job summary, where a path of the scanning
+    machine means nothing to a reader and tells more than it should: the candidate's snapshot folder becomes
+    ``repo@sha``, any other place in the cache ``<cache>``.
+    """
+    from huggingface_hub import constants
+
+    cache = options.cache_dir or Path(constants.HF_HUB_CACHE)
+    replacements = []
+    for root in dict.fromkeys((str(cache), str(cache.resolve()))):  # as given, and with links resolved
+        folder = f"models--{result.repo_id.replace('/', '--')}"
+        replacements += [(f"{root}/{folder}/snapshots/{result.sha}", f"{result.repo_id}@{result.sha[:12]}"),
+                         (root, "<cache>")]  # fmt: skip
+
+    def scrub(text: str) -> str:
+        for local, public in replacements:
+            text = text.replace(local, public)
+        return text
+
+    evidence = result.evidence_markdown
+    return dataclasses.replace(result, reason=scrub(result.reason),
+                               evidence_markdown=None if evidence is None else scrub(evidence))  # fmt: skip
+
+
+def _check(
+    api: HfApi,
+    candidate: Candidate,
+    *,
+    registry: Registry,
+    options: ScanOptions,
+    budget: Budget,
+    stage1: Stage1 | None,
+) -> ModelResult:
     from bot.hub.triage import RangeReader, triage
 
     reader = RangeReader(api, candidate.repo_id, candidate.sha, token=options.token, budget=budget)
@@ -405,7 +449,7 @@ def check_candidate(
             logger.info(
                 "%s@%s: stage 1 leaves it to the full check: %s", candidate.repo_id, candidate.sha[:12], why_full
             )
-        n_params = sum(t.parameter_count for h in reader.headers.values() for t in h.tensors.values())
+        n_params = sum(t.n_values for h in reader.headers.values() for t in h.tensors.values())
         if stage1 is not None and options.max_params is not None and n_params > options.max_params:
             return _result(candidate, Status.SKIPPED, f"{n_params:,} parameters > --max-params "
                            f"{options.max_params:,}; stage 1 did not clear it ({why_full}); weights not downloaded",
@@ -425,11 +469,11 @@ def check_candidate(
     except RemoteError as e:
         if e.status == 404:  # the repo or the pinned revision went away after the listing
             return _result(candidate, Status.SKIPPED, f"gone from the Hub since it was listed: {e}")
-        return _result(candidate, Status.ERROR, str(e))
+        return _failed(candidate, e)
     except (ConfigError, RegistryError):
         raise  # the run's own settings or registry are at fault: every model would fail the same way
     except ReefguardError as e:
-        return _result(candidate, Status.ERROR, str(e))
+        return _failed(candidate, e)
     from bot.report import render_markdown, verdict_line
 
     findings = lineage_findings(report, declared=candidate.declared, source_repos=options.source_repos)
@@ -444,6 +488,12 @@ def check_candidate(
         stage=2,
         stage_bytes=(reader.bytes_read, plan),
     )
+
+
+def _failed(candidate: Candidate, error: ReefguardError) -> ModelResult:
+    """An error result: every one is retried by the next run, and its reason says so in the same words."""
+    said = str(error).removesuffix("; retry later").removesuffix("; retried next run")
+    return _result(candidate, Status.ERROR, f"{said}; retried next run")
 
 
 def _needs_full_check(candidate: Candidate, options: ScanOptions) -> str | None:
@@ -505,67 +555,39 @@ def inspect_candidate(
         return "no weights in the repo"
     if "config.json" not in sizes:
         return "no config.json: not a transformers model folder"
-    _check_config(api, repo, sha, options=options, budget=budget)
+    _check_config(repo, sha, options=options, budget=budget)
     reader.bytes_read += sizes["config.json"]  # fetched by hf_hub_download, counted as the Hub sized it
     n_params = 0
     for name in weights:
         try:
             header = read_header(reader, name, sizes[name])
         except ModelLoadError as e:
-            return f"{name}: unreadable safetensors header ({str(e).splitlines()[0][:160]}); weights not downloaded"
-        lie = _header_lie(header.tensors, sizes[name], data_start=header.data_start)
-        if lie is not None:
-            return f"{name}: the safetensors header lies about sizes ({lie}); weights not downloaded"
-        n_params += sum(t.parameter_count for t in header.tensors.values())
+            said = str(e).removeprefix(f"{repo}@{sha}: {name}: ").splitlines()[0][:200]
+            return f"{name}: bad safetensors header ({said}); weights not downloaded"
+        n_params += sum(t.n_values for t in header.tensors.values())
     if check_params and options.max_params is not None and n_params > options.max_params:
         return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"
     return sum(size for name, size in sizes.items() if any(fnmatch.fnmatch(name, p) for p in HUB_FILES))
 
 
-def _check_config(api: HfApi, repo: str, sha: str, *, options: ScanOptions, budget: Budget) -> None:
-    """Download config.json alone and refuse custom code before any weights come.
+def _check_config(repo: str, sha: str, *, options: ScanOptions, budget: Budget) -> None:
+    """Download config.json alone (through ``bot.sources``) and refuse custom code before any weights come.
 
     Raises:
         UnsafeWeightsError: the config needs ``trust_remote_code``.
         ModelLoadError: no readable config.
     """
-    from huggingface_hub import hf_hub_download
+    from bot.reef import read_config
+    from bot.sources import ModelSource, download_file
 
-    from bot.reef.loading import read_config
-
+    source = ModelSource(kind="hub", ref=repo, revision=sha)
     path = budget.call(
         f"{repo}@{sha}: config.json",
-        lambda: hf_hub_download(
-            repo, "config.json", revision=sha, cache_dir=options.cache_dir, endpoint=api.endpoint, token=options.token
+        lambda: download_file(
+            source, "config.json", cache_dir=options.cache_dir, endpoint=options.endpoint, token=options.token
         ),
     )
-    read_config(Path(path).parent)
-
-
-def _header_lie(tensors: Mapping[str, TensorSpan], file_size: int, *, data_start: int) -> str | None:
-    """Why a safetensors header cannot describe a file of ``file_size`` bytes, or None if it can.
-
-    Each tensor's byte span must equal its shape times its dtype's width, the spans must tile the data without
-    gaps or overlaps, and header plus data must fit the file (safetensors spec).
-    """
-    spans = []
-    for name, info in tensors.items():
-        begin, end = info.begin, info.end
-        match = _DTYPE_BITS.fullmatch(info.dtype.split("_")[0])
-        bits = int(match[1]) if match else 8
-        need = math.ceil(info.parameter_count * bits / 8)
-        if end - begin != need:
-            return f"tensor {name!r} spans {end - begin} bytes, its shape {list(info.shape)} needs {need}"
-        spans.append((begin, end))
-    spans.sort()
-    position = 0
-    for begin, end in spans:
-        if begin != position:
-            return f"tensor data has a gap or overlap at byte {begin}"
-        position = end
-    if data_start + position > file_size:
-        return f"its tensors need {position} data bytes, the file has {file_size - data_start} after its header"
-    return None
+    read_config(path.parent)
 
 
 def _fingerprint_and_compare(
@@ -596,55 +618,41 @@ def _fingerprint_and_compare(
 def lineage_findings(
     report: Report, *, declared: Sequence[str], source_repos: Mapping[str, str]
 ) -> tuple[Finding, ...]:
-    """Compare declared lineage with the verdict: undeclared derivatives and wrong declarations.
+    """Compare declared lineage with the verdict, one finding per source the two disagree about.
 
     - derived or merged from a source whose repo no ``base_model`` names: ``UNDECLARED`` when the card declares
-      nothing, ``WRONG_DECLARATION`` when it declares something else;
+      no base, ``OTHER_DECLARATION`` when it declares other bases;
     - a declared ``base_model`` that maps to a registry source the fingerprints call unrelated:
       ``WRONG_DECLARATION``.
     """
-    from bot.reef.verdict import Verdict
+    from bot.reef import Verdict
     from bot.report import evidence_summary
 
     named = {d.split("@", 1)[0].lower() for d in declared}
-    relation = "merge" if report.verdict is Verdict.MERGED else "finetune"
     by_source = {match.source: match for match in report.matches}
     findings = []
     if report.verdict in (Verdict.DERIVED, Verdict.MERGED):
+        relation = relation_for(str(report.verdict), n_bases=len(report.sources))
         for source in report.sources:
             repo = source_repos.get(source)
             if repo is not None and repo.lower() in named:
                 continue
             match = by_source.get(source)
-            evidence = evidence_summary(match) if match else ""
+            evidence = f" ({evidence_summary(match)})" if match else ""
             if declared:
-                kind = WRONG_DECLARATION
+                kind = OTHER_DECLARATION
                 detail = f"declares {', '.join(declared)}, but the fingerprints say {report.verdict} from {source}"
             else:
                 kind = UNDECLARED
                 detail = f"{report.verdict} from {source}, no base_model declared"
-            findings.append(
-                Finding(
-                    kind=kind,
-                    source=source,
-                    source_repo=repo,
-                    relation=relation,
-                    detail=f"{detail} ({evidence})" if evidence else detail,
-                )
-            )
+            findings.append(Finding(kind=kind, source=source, source_repo=repo, relation=relation,
+                                    detail=detail + evidence))  # fmt: skip
     for source, repo in sorted(source_repos.items()):
         match = by_source.get(source)
         if repo.lower() in named and match is not None and match.verdict is Verdict.UNRELATED:
-            findings.append(
-                Finding(
-                    kind=WRONG_DECLARATION,
-                    source=source,
-                    source_repo=repo,
-                    relation=relation,
-                    detail=f"declares {repo}, but the fingerprints say unrelated to {source} "
-                    f"({evidence_summary(match)})",
-                )
-            )
+            detail = f"declares {repo}, but the fingerprints say unrelated to {source} ({evidence_summary(match)})"
+            findings.append(Finding(kind=WRONG_DECLARATION, source=source, source_repo=repo,
+                                    relation=relation_for("derived"), detail=detail))  # fmt: skip
     return tuple(findings)
 
 

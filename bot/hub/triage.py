@@ -4,7 +4,8 @@ The weight evidence (``bot.reef.weights``) needs only the input-embedding rows o
 safetensors file is a JSON header followed by row-major tensors, and the Hub serves files by Range, so for
 each candidate stage 1 reads:
 
-1. each safetensors header (``read_header``: the first 64 kB, more only for a longer header);
+1. each safetensors header (``read_header``: ``bot.reef``'s one header reader and validator, through Range
+   requests: the first 64 kB, more only for a longer header);
 2. the tokenizer, once per tokenizer: its files are keyed by their blob ids from the model info, so the
    fine-tunes that share a base's tokenizer share one download and one tokenization of the probes
    (``TokenizerCache``; the anchor candidates are kept on disk per tokenizer and probe set);
@@ -24,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +39,12 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
     from bot.hub.client import Budget
-    from bot.reef.probes import ProbeSet
-    from bot.reef.verdict import WeightJudge
+    from bot.reef import ProbeSet, SafetensorsHeader, WeightJudge
 
 logger = logging.getLogger(__name__)
 
-HEADER_PROBE_BYTES = 64 * 1024
-"""The first read of a safetensors file: the 8-byte length and, for all but huge headers, the whole header."""
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers
 ROW_GAP_BYTES = 256 * 1024
 """Rows closer than this are read in one request: a request costs a round trip, a 256 kB gap ~5 ms at 50 MB/s."""
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
 # Input-embedding tensor names of the common families (Llama/Qwen/Gemma/Mistral, GPT-2, GPT-NeoX/Pythia, BLOOM,
 # OPT, BERT); matched as name suffixes, exactly one must match.
 EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
@@ -59,29 +52,6 @@ EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "w
 # The tokenizer's own files (bot.reef.loading.SIDE_FILES less the model's configs): their blob ids key the cache.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpan:
-    """One tensor of a safetensors header: dtype, shape and byte span relative to the data section."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-    @property
-    def parameter_count(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass(frozen=True, slots=True)
-class SafetensorsHeader:
-    """A safetensors file's header: tensors by name; data_start is where the data section begins in the file."""
-
-    filename: str
-    data_start: int
-    tensors: Mapping[str, TensorSpan]
 
 
 class RangeReader:
@@ -158,46 +128,22 @@ class RangeReader:
 
 
 def read_header(reader: RangeReader, filename: str, file_size: int) -> SafetensorsHeader:
-    """The header of ``filename`` by Range (cached on the reader).
+    """The checked header of ``filename`` by Range (``bot.reef``'s one header reader; cached on the reader).
 
     Raises:
-        ModelLoadError: a length or JSON that is not a safetensors header (too long, past the file, not JSON,
-            nested too deep, tensors that are not ``{dtype, shape, data_offsets}``).
+        ModelLoadError: not a safetensors header, or one that does not describe a file of ``file_size`` bytes
+            (offsets that disagree with shapes, gaps, overlaps, data past the end).
         RemoteError: the Hub failed.
     """
-    if filename in reader.headers:
-        return reader.headers[filename]
-    where = f"{reader.repo_id}@{reader.sha}: {filename}"
-    if file_size < 8:
-        raise ModelLoadError(f"{where}: {file_size} bytes, shorter than a safetensors length prefix", source=where)
-    first = reader.read(filename, 0, min(file_size, HEADER_PROBE_BYTES) - 1)
-    (length,) = struct.unpack("<Q", first[:8])
-    if length > MAX_HEADER_BYTES or 8 + length > file_size:
-        raise ModelLoadError(f"{where}: header length {length} does not fit the file ({file_size} bytes)",
-                             source=where)  # fmt: skip
-    text = first[8 : 8 + length]
-    if len(text) < length:
-        text += reader.read(filename, len(first), 8 + length - 1)
-    try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        reason = "nested too deep" if isinstance(e, RecursionError) else str(e).splitlines()[0][:120]
-        raise ModelLoadError(f"{where}: header is not JSON ({reason})", source=where) from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{where}: header is not a JSON object", source=where)
-    tensors = {}
-    for name, info in data.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in info["data_offsets"])
-            span = TensorSpan(str(info["dtype"]), tuple(int(x) for x in info["shape"]), begin, end)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"{where}: tensor {name!r} is not {{dtype, shape, data_offsets}}", source=where) from e
-        tensors[name] = span
-    header = SafetensorsHeader(filename=filename, data_start=8 + length, tensors=tensors)
-    reader.headers[filename] = header
-    return header
+    from bot.reef import read_header as read_safetensors_header
+
+    if filename not in reader.headers:
+        reader.headers[filename] = read_safetensors_header(
+            lambda offset, length: reader.read(filename, offset, offset + length - 1),
+            file_size,
+            where=f"{reader.repo_id}@{reader.sha}: {filename}",
+        )
+    return reader.headers[filename]
 
 
 def coalesce(spans: Iterable[tuple[int, int]], *, max_gap: int = ROW_GAP_BYTES) -> list[tuple[int, int]]:
@@ -216,11 +162,12 @@ def coalesce(spans: Iterable[tuple[int, int]], *, max_gap: int = ROW_GAP_BYTES) 
     return merged
 
 
-def embedding_of(headers: Iterable[SafetensorsHeader]) -> tuple[SafetensorsHeader, str] | None:
-    """The file and name of the input embedding (2-D, named as ``EMBEDDING_SUFFIXES``), or None if not exactly one."""
+def embedding_of(headers: Mapping[str, SafetensorsHeader]) -> tuple[str, SafetensorsHeader, str] | None:
+    """The file, its header and the name of the input embedding (2-D, named as ``EMBEDDING_SUFFIXES``), or None
+    if not exactly one."""
     found = [
-        (header, name)
-        for header in headers
+        (filename, header, name)
+        for filename, header in headers.items()
         for name, span in header.tensors.items()
         if name.endswith(EMBEDDING_SUFFIXES) and len(span.shape) == 2 and span.dtype in ("F32", "F16", "BF16")
     ]
@@ -242,24 +189,25 @@ def decode_rows(data: bytes, dtype: str, hidden: int) -> NDArray[np.float32]:
 
 
 def read_anchor_rows(
-    reader: RangeReader, header: SafetensorsHeader, name: str, ids: Sequence[int]
+    reader: RangeReader, filename: str, header: SafetensorsHeader, name: str, ids: Sequence[int]
 ) -> NDArray[np.float32]:
-    """Rows ``ids`` of tensor ``name``, in the order given, by coalesced Range requests.
+    """Rows ``ids`` of tensor ``name`` of ``filename``, in the order given, by coalesced Range requests.
 
     Raises:
         ModelLoadError: an id outside the tensor; RemoteError: the Hub failed.
     """
+    from bot.reef import byte_count
+
     span = header.tensors[name]
     rows, hidden = span.shape
-    width = DTYPE_BYTES[span.dtype]
-    row_bytes = hidden * width
+    row_bytes = byte_count(span.dtype, hidden)
     if any(not 0 <= i < rows for i in ids):
         raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: an anchor token id is outside {name} ({rows} rows)")
-    base = header.data_start + span.begin
+    base = header.offset(name)
     wanted = sorted(set(ids))
     out: dict[int, NDArray[np.float32]] = {}
     for begin, end in coalesce([(base + i * row_bytes, base + (i + 1) * row_bytes) for i in wanted]):
-        data = reader.read(header.filename, begin, end - 1)
+        data = reader.read(filename, begin, end - 1)
         first = (begin - base) // row_bytes
         block = decode_rows(data, span.dtype, hidden)
         for offset, row in enumerate(block):
@@ -293,8 +241,7 @@ class TokenizerCache:
         Raises:
             ModelLoadError: no tokenizer files, or it does not load. RemoteError: the Hub failed.
         """
-        from bot.reef.loading import TokenizerFiles
-        from bot.reef.tokenizing import tokenize_apart
+        from bot.reef import TokenizerFiles, tokenize_apart
 
         files = sorted(name for name in blob_ids if name in TOKENIZER_FILES)
         if not files:
@@ -355,21 +302,23 @@ def triage(
     Raises:
         RemoteError: the Hub failed (the caller records an error; the next run retries).
     """
-    from bot.reef.weights import Anchors, anchor_count
+    from bot.reef import Anchors, anchor_count
 
     try:
-        headers = [
-            read_header(reader, name, size) for name, size in sorted(sizes.items()) if name.endswith(".safetensors")
-        ]
+        headers = {
+            name: read_header(reader, name, size)
+            for name, size in sorted(sizes.items())
+            if name.endswith(".safetensors")
+        }
         located = embedding_of(headers)
         if located is None:
             return TriageResult(
                 decided=False, reason="no single input-embedding tensor in the headers", bytes_read=reader.bytes_read
             )
-        header, name = located
+        filename, header, name = located
         candidates = tokenizers.anchor_candidates(reader, blob_ids, probes, batch_size=batch_size)
         kept = candidates[: anchor_count(header.tensors[name].shape[1])]
-        rows = read_anchor_rows(reader, header, name, [token for token, _ in kept])
+        rows = read_anchor_rows(reader, filename, header, name, [token for token, _ in kept])
     except ModelLoadError as e:
         reason = f"stage 1 cannot read the weights: {e}"
         return TriageResult(decided=False, reason=reason, bytes_read=reader.bytes_read)

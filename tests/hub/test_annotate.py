@@ -55,9 +55,11 @@ def test_scan_annotate_twice_leaves_one_discussion_and_one_card_pr(
     (thread,) = hub.discussions("lab/quiet-tune")
     body = thread["events"][0]["data"]["latest"]["raw"]
     assert thread["author"]["name"] == "reefbot" and not thread["isPullRequest"]
-    assert parse_markers(body) == (Marker(kind=HUB_DISCUSSION, path="lab/quiet-tune", source=SOURCE),)
+    assert parse_markers(body) == (Marker(kind=HUB_DISCUSSION, repo="lab/quiet-tune", source=SOURCE),)
+    assert f"<!-- reefguard:v1 kind=hub-discussion repo=lab/quiet-tune source={SOURCE} -->" in body  # as documented
     assert "please just close this discussion" in body and "Opting out" in body
-    assert f"base_model: {SOURCE_REPO}" in body and "| `demo-source` |" in body  # suggestion and evidence
+    assert f"base_model:\n- {SOURCE_REPO}\nbase_model_relation: finetune\n" in body  # the suggestion
+    assert "| `demo-source` |" in body  # the evidence
     assert hub.discussions("lab/no-talk") == []
     assert hub.discussions("lab/gated-tune") == [] and hub.discussions("lab/private-tune") == []
     assert "skipped" in out and "no permission" in out and "gated repo" in out and "private repo" in out
@@ -68,7 +70,7 @@ def test_scan_annotate_twice_leaves_one_discussion_and_one_card_pr(
     readme = hub.file_at("reefguard-org/own-tune", "refs/pr/1", "README.md").decode()
     _, front, text = readme.split("---\n", 2)
     metadata = yaml.safe_load(front)
-    assert metadata == {**OWN_CARD, "base_model": SOURCE_REPO, "base_model_relation": "finetune"}
+    assert metadata == {**OWN_CARD, "base_model": [SOURCE_REPO], "base_model_relation": "finetune"}
     assert text.strip() == "# reefguard-org/own-tune\n\nA model card."
     assert hub.file_at("reefguard-org/own-tune", "main", "README.md").decode().count("base_model") == 0
 
@@ -82,6 +84,59 @@ def test_scan_annotate_twice_leaves_one_discussion_and_one_card_pr(
     assert len(hub.discussions("lab/quiet-tune")) == 1 and len(hub.discussions("reefguard-org/own-tune")) == 1
     # The rerun wrote nothing but its retry on the repo whose discussions are disabled.
     assert [r.path for r in hub.requests[seen:] if r.method == "POST"] == ["/api/models/lab/no-talk/discussions"]
+
+
+def first_message(hub: HubServer, repo_id: str) -> tuple[str, str]:
+    """(title, first message) of the one discussion on ``repo_id``."""
+    (thread,) = hub.discussions(repo_id)
+    return thread["title"], thread["events"][0]["data"]["latest"]["raw"]
+
+
+def test_each_finding_kind_gets_its_own_discussion_text(
+    hub: HubServer,
+    hub_registry: Path,
+    probe_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A card that declares the source while its weights are unrelated is asked to check its declaration, not to
+    add what it already has; a card that declares another base is asked to add the source."""
+    plant(hub, tmp_path, "lab/claims-source", "unrelated", card={"base_model": SOURCE_REPO})
+    plant(hub, tmp_path, "lab/other-base", "finetune", card={"base_model": "other/llama"})
+    monkeypatch.setenv("HF_TOKEN", BOT_TOKEN)
+
+    assert main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--annotate", "--write"]) == ExitCode.FINDING
+
+    title, wrong = first_message(hub, "lab/claims-source")
+    assert title == f"reefguard: is this model really derived from {SOURCE_REPO}?"
+    assert f"The model card declares `{SOURCE_REPO}` as its base, but the fingerprints find **no relation**" in wrong
+    assert "please correct `base_model`" in wrong
+    assert "if this model was made from that source (the declaration is right), please just close" in wrong
+    for misleading in ("declares something else", "does not declare", "please declare", "```yaml"):
+        assert misleading not in wrong
+    title, other = first_message(hub, "lab/other-base")
+    assert title == f"reefguard: is this model also derived from {SOURCE_REPO}?"
+    assert "while the model card declares `other/llama` and not that source" in other
+    assert f"```yaml\nbase_model:\n- other/llama\n- {SOURCE_REPO}\nbase_model_relation: merge\n```" in other
+    assert "if this model is not derived from that source" in other
+    assert parse_markers(wrong) == (Marker(kind=HUB_DISCUSSION, repo="lab/claims-source", source=SOURCE),)
+
+
+def test_a_discussion_with_the_marker_older_bots_wrote_is_edited_not_duplicated(hub: HubServer, tmp_path: Path) -> None:
+    plant(hub, tmp_path, "lab/quiet-tune", "finetune")
+    api, me = make_api(hub.url, BOT_TOKEN), Identity(name="reefbot")
+    legacy = Marker(kind=HUB_DISCUSSION, path="lab/quiet-tune", source=SOURCE).render()
+    assert "path=lab/quiet-tune" in legacy
+    api.create_discussion("lab/quiet-tune", "reefguard: is this model derived from acme/source?",
+                          description=f"an older text\n\n{legacy}\n")  # fmt: skip
+
+    (done,) = annotate(api, [finding_result("lab/quiet-tune", sha_of("lab/quiet-tune"))], identity=me, write=True,
+                       budget=Budget())  # fmt: skip
+
+    assert (done.action, done.number) == ("updated", 1)
+    _, body = first_message(hub, "lab/quiet-tune")
+    assert "kind=hub-discussion repo=lab/quiet-tune source=demo-source" in body and "path=" not in body
 
 
 def finding_result(repo_id: str, sha: str, detail: str = "derived from demo-source") -> ModelResult:

@@ -56,7 +56,7 @@ def test_pickle_remote_code_lying_header_and_vanished_revision_are_skipped(
     assert set(skipped) == {"bad/pickles", "bad/remote-code", "bad/lying-header", "bad/vanishing"}
     assert "only pickle weights (pytorch_model.bin): never downloaded or unpickled" in skipped["bad/pickles"]
     assert "trust_remote_code" in skipped["bad/remote-code"]
-    assert "header lies about sizes" in skipped["bad/lying-header"] and "67108864" in skipped["bad/lying-header"]
+    assert "bad safetensors header" in skipped["bad/lying-header"] and "67108864" in skipped["bad/lying-header"]
     assert "no such revision" in skipped["bad/vanishing"] or "gone from the Hub" in skipped["bad/vanishing"]
     assert not any(".bin" in path for path in bodies_fetched(hub))
     for repo in ("bad/pickles", "bad/remote-code", "bad/lying-header"):
@@ -99,3 +99,21 @@ def test_download_budget_defers_models_to_the_next_run(
     assert not (tmp_path / "run-state.json").exists()  # not done: the next run takes it
     assert main(scan_args(hub, hub_registry, probe_file, tmp_path)) == ExitCode.FINDING
     assert report_of(tmp_path / "run")["budget"]["download_bytes"] > 100_000
+
+
+def test_no_report_text_names_a_folder_of_the_scanning_machine(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config.json that is no JSON object is a skip whose reason names the file in the repo, not in the cache."""
+    sha = plant(hub, tmp_path, "bad/list-config", "finetune")
+    (hub.file_root("bad/list-config") / "config.json").write_text("[]", encoding="utf-8")
+
+    main(scan_args(hub, hub_registry, probe_file, tmp_path))
+
+    printed = capsys.readouterr()
+    (result,) = report_of(tmp_path / "run")["results"]
+    assert result["status"] == "skipped"
+    assert result["reason"] == f"bad/list-config@{sha[:12]}/config.json: not a JSON object"
+    written = [(tmp_path / "run" / name).read_text(encoding="utf-8") for name in ("hub-report.json", "hub-report.md")]
+    for text in (*written, printed.out, printed.err):  # stdout names the report folder the user chose, no more
+        assert str(tmp_path / "cache-run") not in text and "snapshots" not in text

@@ -38,14 +38,14 @@ def scan_args(hub: HubServer, registry: Path, probes: Path, tmp_path: Path, name
 
 
 def plant_lineage_world(hub: HubServer, root: Path) -> None:
-    """Four repos: an undeclared fine-tune, a wrongly declared one, an honest one, and an unrelated model."""
+    """Four repos: an undeclared fine-tune, one that declares another base, an honest one, and an unrelated model."""
     plant(hub, root, "lab/quiet-tune", "finetune", card={"license": "mit"})
     plant(hub, root, "lab/wrong-tune", "finetune", card={"license": "mit", "base_model": "other/llama"})
     plant(hub, root, "lab/honest-tune", "finetune", card={"base_model": SOURCE_REPO, "base_model_relation": "finetune"})
     plant(hub, root, "lab/fresh-model", "unrelated", card={"license": "apache-2.0"})
 
 
-def test_scan_finds_the_undeclared_and_the_wrongly_declared_derivative(
+def test_scan_finds_the_undeclared_derivative_and_the_one_declaring_another_base(
     hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plant_lineage_world(hub, tmp_path)
@@ -57,7 +57,7 @@ def test_scan_finds_the_undeclared_and_the_wrongly_declared_derivative(
     report = report_of(tmp_path / "run")
     assert findings_of(report) == {
         "lab/quiet-tune": [("undeclared-derivative", SOURCE)],
-        "lab/wrong-tune": [("wrong-declaration", SOURCE)],
+        "lab/wrong-tune": [("other-declaration", SOURCE)],
         "lab/honest-tune": [],
         "lab/fresh-model": [],
     }
