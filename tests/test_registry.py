@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef import Anchors, Fingerprint, Verdict, calibrate, compare
+from bot.reef import Anchors, Fingerprint, Verdict, WeightEvidence, WeightJudge, calibrate, compare
 from bot.registry import CALIBRATION_DIR, GRAMS_FILE, META_FILE, Registry
 from tests.builders import synthetic_fingerprint
 
@@ -244,3 +245,19 @@ def test_an_entry_with_other_probes_drops_the_calibration(tmp_path: Path) -> Non
     assert not (registry.root / CALIBRATION_DIR).exists()
     with pytest.raises(RegistryError, match="same --probes"):
         compare(member("suspect", 99), registry)
+
+
+def test_the_weight_judge_takes_the_kept_nulls(tmp_path: Path) -> None:
+    registry = population(tmp_path)
+    compare(member("suspect", 99), registry)  # keeps the calibration
+    kept, recomputed = WeightJudge(registry), WeightJudge(list(registry))
+    for name, seed, base in (("copy", 98, 1), ("stranger", 97, None)):
+        anchors = member(name, seed, base=base).anchors
+        assert anchors is not None
+        a, b = kept.judge(anchors), recomputed.judge(anchors)
+        assert (a.unrelated, a.reason) == (b.unrelated, b.reason) and a.unrelated == (base is None)
+        assert _evidence(a.evidence) == _evidence(b.evidence)
+
+
+def _evidence(evidence: Mapping[str, WeightEvidence | None]) -> dict[str, object]:
+    return {name: None if found is None else found.to_dict() for name, found in evidence.items()}
