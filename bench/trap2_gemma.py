@@ -54,7 +54,6 @@ PROSE_MODULES = ("email.message", "http.client", "sqlite3", "decimal", "calendar
 # Task arithmetic on the issue's fine grid, including 0.8-0.95 where a trap is thinnest (nearest the authorised 1).
 TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 41))
 SWEEP = (-0.5, 0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.5, 2.0)
-PROTECTION_MARGIN = 0.02  # issue 17: the best symmetric merge stays ≥ 2 % above the base's loss
 
 logger = logging.getLogger("trap2_gemma")
 
@@ -225,8 +224,6 @@ def main() -> None:
         name: {"wall": run["train_seconds"] / run["steps_run"], "cpu": run["train_cpu_seconds"] / run["steps_run"]}
         for name, run in (("protected", summary), ("twin", twin))
     }
-    ta = [m for m in report.merges if m.method == "task-arithmetic" and m.update == "protected"]
-    unprotected = [m.params["lambda"] for m in ta if m.loss < report.base_loss * (1 + PROTECTION_MARGIN)]
     symmetric = [m for m in report.merges if m.update == "protected" and m.method != "asymmetric"]
     best = min(symmetric, key=lambda m: m.loss)
     result = {
@@ -259,7 +256,7 @@ def main() -> None:
             "loss": best.loss,
             "above_base": best.loss / report.base_loss - 1,
         },
-        "ta_lambdas_below_margin": unprotected,
+        "ta_lambdas_below_margin": list(report.unprotected_lambdas()),
         "plain_peft_loss": plain_loss,
         "release_base_model_name_or_path": named_base,
         "wall_seconds": {

@@ -75,6 +75,7 @@ def card_metadata(metadata: dict[str, Any], *, base_model: str | None, report: V
                 for method in dict.fromkeys(m.method for m in report.merges)
                 if (best := report.best(method, "protected")) is not None
             },
+            "task_arithmetic_unprotected_lambdas": list(report.unprotected_lambdas()),
             "passed": report.passed,
         }
     keys = {
@@ -113,8 +114,12 @@ def render_card(metadata: dict[str, Any], *, base_model: str | None, report: Ver
         'and the "Trap² protection" section of reefguard\'s README).',
     ]
     if report is not None:
-        from bot.trap2.verification import render_markdown
+        from bot.trap2.verification import PROTECTION_MARGIN, render_markdown
 
+        if unprotected := report.unprotected_lambdas():
+            body += ["", f"**Not protected**: task arithmetic with λ = {', '.join(f'{x:g}' for x in unprotected)} "
+                     f"(merged with the other updates verified below, the loss on this update's task is less than "
+                     f"{100 * PROTECTION_MARGIN:g} % above the base model's own)."]  # fmt: skip
         body += ["", render_markdown(report).replace("# Trap² verification", "## Verification", 1)]
     header = card_metadata(metadata, base_model=base_model, report=report)
     return ModelCard(metadata=header, text="\n" + "\n".join(body).rstrip() + "\n").render()

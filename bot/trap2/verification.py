@@ -38,6 +38,8 @@ DEFAULT_SCALES = tuple(round(-0.5 + 0.1 * i, 1) for i in range(26))
 STANDALONE_TOLERANCE = 0.02
 AVERAGE_SCALE = 0.5
 TA_MAX_LAMBDA = 0.7
+# Issue 17: a task-arithmetic merge counts as protected when its loss is at least 2 % above the base's own loss.
+PROTECTION_MARGIN = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +128,21 @@ class VerifyReport:
         if max_lambda is not None:
             rows = [m for m in rows if m.params.get("lambda", 0.0) <= max_lambda + 1e-9]
         return min(rows, key=lambda m: m.loss, default=None)
+
+    def unprotected_lambdas(self, margin: float = PROTECTION_MARGIN) -> tuple[float, ...]:
+        """The task-arithmetic λs whose merge with the protected update is less than ``margin`` above the base.
+
+        Example:
+            >>> merge = MergeResult(method="task-arithmetic", params={"lambda": 0.4}, update="protected", loss=3.5)
+            >>> report = VerifyReport(base_loss=3.5, protected_loss=3.0, twin_loss=None, sweep=(), twin_sweep=(),
+            ...                       merges=(merge,), others=(), base_other_losses=(), checks=(), n_windows=1,
+            ...                       context=8)
+            >>> report.unprotected_lambdas()
+            (0.4,)
+        """
+        limit = self.base_loss * (1 + margin)
+        return tuple(m.params["lambda"] for m in self.merges
+                     if m.method == "task-arithmetic" and m.update == "protected" and m.loss < limit)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.cli import main
 from bot.errors import ModelLoadError
 from bot.trap2.merging import MERGES, Dare, TaskArithmetic, Ties
+from bot.trap2.release import write_release
 from bot.trap2.training import ProtectRun
 from bot.trap2.verification import DEFAULT_SCALES, VerifyReport, verify
 from tests import builders
@@ -50,6 +52,21 @@ def test_report_sweeps_both_updates_and_runs_every_attack(report: VerifyReport) 
     }
     asym_zero = next(m for m in report.merges if m.method == "asymmetric" and m.params == {"others": 0.0})
     assert asym_zero.loss == pytest.approx(report.protected_loss, abs=1e-5)  # c = 0 is the update alone
+
+
+def test_the_release_card_names_every_unprotected_task_arithmetic_lambda(
+    report: VerifyReport, lora_run: ProtectRun, tmp_path: Path
+) -> None:
+    folder = write_release(lora_run.protected, tmp_path / "release", base_model="org/tiny-base", report=report)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---\n")[1])
+    unprotected = [m.params["lambda"] for m in report.merges if m.method == "task-arithmetic"
+                   and m.update == "protected" and m.loss < 1.02 * report.base_loss]  # fmt: skip
+    assert header["reefguard"]["verification"]["task_arithmetic_unprotected_lambdas"] == unprotected
+    if unprotected:  # a tiny random model: the trap does not form, so the card says where it does not hold
+        assert f"**Not protected**: task arithmetic with λ = {', '.join(f'{x:g}' for x in unprotected)} " in card
+    else:
+        assert "Not protected" not in card
 
 
 def test_cli_writes_report_files_and_exits_on_the_checks(
