@@ -23,6 +23,7 @@ request with just those.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -45,10 +46,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _KEYS = ("name", "repo", "revision", "family", "parameters")
-_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SHA = re.compile(r"[0-9a-f]{40}")
-_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)([KMB])")
-_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +128,9 @@ def load_reference_list(path: Path) -> tuple[ReferenceModel, ...]:
 
 
 def _reference(item: dict[str, Any], *, path: Path, where: str, check_name: Callable[[str], str]) -> ReferenceModel:
+    from bot.sizes import parse_parameters
+    from bot.sources import parse_hub_id
+
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{path}: {where}.{key}: {why}", path=path, key=f"{where}.{key}")
 
@@ -138,22 +139,21 @@ def _reference(item: dict[str, Any], *, path: Path, where: str, check_name: Call
         check_name(str(name))
     except ConfigError as e:
         raise bad("name", str(e)) from e
-    if not isinstance(repo, str) or not _REPO.fullmatch(repo):
+    if not isinstance(repo, str) or "/" not in repo:
         raise bad("repo", f"{repo!r} is not a Hub repo id (org/name)")
+    try:
+        repo = parse_hub_id(repo)
+    except ConfigError as e:
+        raise bad("repo", str(e)) from e
     if revision is not None and not (isinstance(revision, str) and _SHA.fullmatch(revision)):
         raise bad("revision", f"{revision!r}: use a 40-hex commit sha, or null to pin the default branch when added")
     if not isinstance(family, str) or not family.strip():
         raise bad("family", "name the pretraining lineage, e.g. gpt2")
-    match = _AMOUNT.fullmatch(str(size).strip().upper())
-    if match is None:
-        raise bad("parameters", f"{size!r}: use a number with K, M or B, e.g. 124M")
-    return ReferenceModel(
-        name=str(name),
-        repo=repo,
-        revision=revision,
-        family=family.strip(),
-        parameters=int(float(match[1]) * _UNITS[match[2]]),
-    )
+    try:
+        parameters = parse_parameters(str(size))
+    except ConfigError as e:
+        raise bad("parameters", f"{e}; e.g. 124M") from e
+    return ReferenceModel(name=str(name), repo=repo, revision=revision, family=family.strip(), parameters=parameters)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +259,6 @@ def _add_one(
         return _result(reference, Outcome.FAILED, sha, str(e))
     except (ConfigError, RegistryError):
         raise
-    registry.add(fp)
+    registry.add(dataclasses.replace(fp, hub_id=repo))  # what a card's base_model would name (issue 15)
     logger.info("added %s (%s@%s) as a reference", reference.name, repo, sha)
     return _result(reference, Outcome.ADDED, sha, f"{fp.architecture}, {fp.n_layers} blocks, width {fp.hidden_size}")

@@ -70,6 +70,9 @@ def test_listed_models_become_pinned_reference_entries_once(
     registry = Registry(registry_copy)
     added = {name: registry.get(name) for name in ("real-a", "real-b", "real-c")}
     assert {fp.role for fp in added.values()} == {"reference"}
+    assert {name: fp.hub_id for name, fp in added.items()} == {
+        "real-a": "gpt-lab/base-a", "real-b": "llama-lab/base-b", "real-c": "qwen-lab/base-c"
+    }  # fmt: skip
     assert added["real-a"].revision == sha_of("gpt-lab/base-a") and added["real-a"].model.endswith(
         f"@{sha_of('gpt-lab/base-a')}"
     )  # unpinned in the list: pinned to the commit main pointed at
@@ -118,7 +121,7 @@ def test_a_failing_model_leaves_the_others_written_and_exits_3(
         (lambda e: e.update(revision="main"), "revision: 'main': use a 40-hex commit sha"),
         (lambda e: e.update(colour="red"), "unknown keys ['colour']"),
         (lambda e: e.update(repo="not a repo"), "is not a Hub repo id"),
-        (lambda e: e.update(parameters="big"), "use a number with K, M or B"),
+        (lambda e: e.update(parameters="big"), "parameters: 'big' is not a parameter count"),
         (lambda e: e.update(name="Bad Name"), "invalid registry name"),
     ],
     ids=["branch", "unknown-key", "repo", "size", "name"],
