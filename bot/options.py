@@ -69,7 +69,13 @@ class Option:
         return self.action_default if self.action_default is not None else self.default or ""
 
 
-def _choice(known: Sequence[str], *, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
+def choice(known: Sequence[str], *, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    """A parser that accepts one of ``known`` (or an alias of one), refusing anything else with the list.
+
+    Example:
+        >>> choice(("lora", "full"))("full")
+        'full'
+    """
     aliases = aliases or {}
     hint = "; " + ", ".join(f"{alias} means {value}" for alias, value in aliases.items()) if aliases else ""
 
@@ -113,11 +119,29 @@ def _positive_integer(text: str) -> int:
     return int(text)
 
 
-def _number(text: str) -> float:
+def parse_integer(text: str) -> int:
+    """An integer, or ``ConfigError``."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an integer") from None
+
+
+def parse_number(text: str) -> float:
+    """A number, or ``ConfigError``."""
     try:
         return float(text)
     except ValueError:
         raise ConfigError(f"{text!r} is not a number") from None
+
+
+def optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, except that empty text means "not given" (None): the command's own default applies."""
+
+    def parse_or_none(text: str) -> Any:
+        return parse(text) if text.strip() else None
+
+    return parse_or_none
 
 
 def _hub_id(text: str) -> str:
@@ -126,8 +150,13 @@ def _hub_id(text: str) -> str:
     return parse_hub_id(text)
 
 
-def _paths(text: str) -> tuple[str, ...]:
-    """One path or glob pattern per line; blank lines and ``#`` comments skipped."""
+def parse_lines(text: str) -> tuple[str, ...]:
+    """One path or glob pattern per line; blank lines and ``#`` comments skipped.
+
+    Example:
+        >>> parse_lines("models/a\\n\\n# models/old\\nmodels/b*\\n")
+        ('models/a', 'models/b*')
+    """
     lines = (line.strip() for line in text.splitlines())
     return tuple(line for line in lines if line and not line.startswith("#"))
 
@@ -139,20 +168,20 @@ PROBES = Option(dest="probes", flag="--probes", action_input="probes", default="
                 help="'default' or the .txt/.jsonl/.csv probe file (the one the registry was made with)",
                 path_in_workspace=True)  # fmt: skip
 DTYPE = Option(dest="dtype", flag="--dtype", action_input="dtype", default="float32",
-               help="the dtype weights are loaded in", parse=_choice(DTYPES), choices=DTYPES)  # fmt: skip
+               help="the dtype weights are loaded in", parse=choice(DTYPES), choices=DTYPES)  # fmt: skip
 BATCH_SIZE = Option(dest="batch_size", flag="--batch-size", action_input=None, default="16",
                     help="probes per forward pass (default 16)", parse=_positive_integer)  # fmt: skip
 EXTRACTION = Option(dest="extraction", flag="--extraction", action_input="extraction", default="auto",
                     help="run the model one block at a time (stream) or whole (full); auto streams a safetensors "
                     "model that would not fit comfortably in memory (default auto)",
-                    parse=_choice(EXTRACTION_MODES), choices=EXTRACTION_MODES)  # fmt: skip
+                    parse=choice(EXTRACTION_MODES), choices=EXTRACTION_MODES)  # fmt: skip
 BASE = Option(dest="base", flag="--base", action_input=None, default=None,
               help="base model of a PEFT adapter (default: the adapter config's)")  # fmt: skip
 FAIL_ON_LEVEL = Option(dest="fail_on", flag="--fail-on", action_input="fail-on-detection", default="derived",
                        help="exit 1 at this verdict level (default: derived or merged)",
-                       parse=_choice(tuple(FAIL_ON), aliases=FAIL_ON_ALIASES), choices=tuple(FAIL_ON))  # fmt: skip
+                       parse=choice(tuple(FAIL_ON), aliases=FAIL_ON_ALIASES), choices=tuple(FAIL_ON))  # fmt: skip
 ALPHA = Option(dest="alpha", flag="--alpha", action_input=None, default="0.01",
-               help="significance level of a match (default 0.01)", parse=_number)  # fmt: skip
+               help="significance level of a match (default 0.01)", parse=parse_number)  # fmt: skip
 REPORT = Option(dest="report_dir", flag="--report", action_input="report-dir", default=None,
                 action_default="reefguard-report", help="write report.md, report.json and heatmaps here",
                 path_in_workspace=True)  # fmt: skip
@@ -160,8 +189,8 @@ HUB_ID = Option(dest="hub_id", flag="--hub-id", action_input=None, default=None,
                 help="the source's Hub id (org/name), which model-card changes declare as base_model; "
                 "fingerprint records a Hub model's own without it", parse=_hub_id)  # fmt: skip
 # The Action's own: which models a workflow event selects, and what the bot may post.
-PATHS = Option(dest="paths", flag=None, action_input="paths", default="",
-               help="model folders or glob patterns, one per line", parse=_paths, path_in_workspace=True)  # fmt: skip
+PATHS = Option(dest="paths", flag=None, action_input="paths", default="", help="model folders or globs, one per line",
+               parse=parse_lines, path_in_workspace=True)  # fmt: skip
 MAX_MODEL_SIZE = Option(dest="max_model_bytes", flag=None, action_input="max-model-size", default="4GB",
                         help="the largest total weight size checked", parse=parse_byte_limit)  # fmt: skip
 OPEN_ISSUE = Option(dest="open_issue", flag=None, action_input="open-issue", default="true",
@@ -171,7 +200,7 @@ COMMENT_ON_PR = Option(dest="comment_on_pr", flag=None, action_input="comment-on
 ANNOTATE_CARD = Option(dest="annotate_card", flag=None, action_input="annotate-card", default="false",
                        help="propose base_model in the model card", parse=parse_boolean)  # fmt: skip
 MODE = Option(dest="mode", flag=None, action_input="mode", default="check", help="check or protect",
-              parse=_choice(("check", "protect")), choices=("check", "protect"))  # fmt: skip
+              parse=choice(("check", "protect")), choices=("check", "protect"))  # fmt: skip
 
 # How a model is loaded and fingerprinted (fingerprint, check, compare).
 MODEL_OPTIONS = (PROBES, DTYPE, BASE, BATCH_SIZE, EXTRACTION)
@@ -258,7 +287,7 @@ def workspace_path(text: str, *, input_name: str) -> str:
 def _inside_workspace(option: Option, value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_inside_workspace(option, text) for text in value)
-    if value is None or option.action_input is None or (option is PROBES and value == "default"):
+    if not value or option.action_input is None or (option is PROBES and value == "default"):
         return value
     return workspace_path(value, input_name=option.action_input)
 

@@ -18,26 +18,50 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.options import ACTION_OPTIONS, input_variable, read_action_inputs, workspace_path
+from bot.options import (
+    ACTION_OPTIONS,
+    HUB_ID,
+    Option,
+    choice,
+    input_variable,
+    optional,
+    parse_integer,
+    parse_lines,
+    parse_number,
+    read_action_inputs,
+)
 from bot.trap2.config import FORMS, TRAINING_FLAGS, WEIGHTS, ProtectConfig
 
 _PROTECT_DEFAULTS = ProtectConfig()
-# The defaults of mode protect's inputs, as action.yml declares them (a test keeps the two in step). An empty
-# training setting means the `reefguard protect` default, so the numbers live in one place (bot/trap2/config.py).
-# Check mode's inputs come from the one flag table, bot/options.py.
-PROTECT_DEFAULTS = {
-    "base": "",
-    "data": "",
-    "validation": "",
-    "out": "reefguard-protect",
-    "form": _PROTECT_DEFAULTS.form,
-    "weight": _PROTECT_DEFAULTS.weight,
-    **{flag.removeprefix("--"): "" for flag, _, _, _ in TRAINING_FLAGS},
-    "target-modules": "",
-    "other": "",
-    "other-data": "",
-    "base-model-id": "",
-}
+
+
+def _protect_input(name: str, default: str = "", *, dest: str | None = None, **settings: Any) -> Option:
+    """A row of mode protect's inputs; each twins a ``reefguard protect`` / ``verify-protection`` flag."""
+    return Option(dest=dest or name.replace("-", "_"), flag=None, action_input=name, default=default,
+                  help="mode protect; action.yml describes it", **settings)  # fmt: skip
+
+
+def _training_input(flag: str, field_name: str, kind: type) -> Option:
+    """A training setting; empty means the ``reefguard protect`` default, so the numbers live in one place
+    (``bot/trap2/config.py``)."""
+    parse = parse_integer if kind is int else parse_number
+    return _protect_input(flag.removeprefix("--"), dest=field_name, parse=optional(parse))
+
+
+# Mode protect's inputs, rows of the same kind as the flag table's (bot/options.py), in action.yml's order.
+PROTECT_OPTIONS = (
+    _protect_input("base", path_in_workspace=True),
+    _protect_input("data", parse=parse_lines, path_in_workspace=True),
+    _protect_input("validation", parse=parse_lines, path_in_workspace=True),
+    _protect_input("out", "reefguard-protect", path_in_workspace=True),
+    _protect_input("form", _PROTECT_DEFAULTS.form, parse=choice(FORMS), choices=FORMS),
+    _protect_input("weight", _PROTECT_DEFAULTS.weight, parse=choice(WEIGHTS), choices=WEIGHTS),
+    *(_training_input(flag, field_name, kind) for flag, field_name, kind, _ in TRAINING_FLAGS),
+    _protect_input("target-modules", parse=lambda text: tuple(text.split())),
+    _protect_input("other", dest="others", parse=parse_lines, path_in_workspace=True),
+    _protect_input("other-data", parse=parse_lines, path_in_workspace=True),
+    _protect_input("base-model-id", parse=optional(HUB_ID.parse)),
+)
 # Environment variable (ours, not GitHub's) that scales every wait between GitHub requests; tests set it small.
 WAIT_SCALE_VARIABLE = "REEFGUARD_GITHUB_WAIT_SCALE"
 
@@ -130,34 +154,6 @@ class RunnerEnvironment:
         return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
-def _raw(environ: Mapping[str, str], name: str) -> str:
-    return environ.get(input_variable(name), "").strip() or PROTECT_DEFAULTS[name]
-
-
-def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = _raw(environ, name)
-    if value not in choices:
-        raise ConfigError(f"input {name}: unknown value {value!r} (known: {', '.join(choices)})", key=name)
-    return value
-
-
-def _paths(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A one-per-line list of workspace paths (blank lines and ``#`` comments skipped)."""
-    lines = (line.strip() for line in _raw(environ, name).splitlines())
-    return tuple(workspace_path(line, input_name=name) for line in lines if line and not line.startswith("#"))
-
-
-def _number(environ: Mapping[str, str], name: str, kind: type) -> float | int | None:
-    value = _raw(environ, name)
-    if not value:
-        return None
-    try:
-        return int(value) if kind is int else float(value)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"input {name}: {value!r} is not {what}", key=name) from None
-
-
 def read_protect_inputs(environ: Mapping[str, str]) -> ProtectInputs:
     """Validate the ``INPUT_*`` variables of ``mode: protect`` into ``ProtectInputs``.
 
@@ -165,36 +161,27 @@ def read_protect_inputs(environ: Mapping[str, str]) -> ProtectInputs:
         ConfigError: a missing base, data or validation text, a path outside the workspace, a setting that is not
             a number or that ``ProtectConfig`` refuses, or ``other-data`` not matching ``other``; naming the input.
     """
-    base = _raw(environ, "base")
-    if not base:
+    values = read_action_inputs(environ, PROTECT_OPTIONS)
+    if not values["base"]:
         raise ConfigError("input base: mode protect needs the base model (a folder or .gguf file)", key="base")
-    data, validation = _paths(environ, "data"), _paths(environ, "validation")
-    for name, files in (("data", data), ("validation", validation)):
-        if not files:
+    for name in ("data", "validation"):
+        if not values[name]:
             raise ConfigError(f"input {name}: mode protect needs {name} text files, one per line", key=name)
-    others, other_data = _paths(environ, "other"), _paths(environ, "other-data")
+    others, other_data = values["others"], values["other_data"]
     if other_data and len(other_data) != len(others):
         raise ConfigError(f"input other-data: {len(other_data)} files for {len(others)} other updates; give one "
                           "per update, in the same order", key="other-data")  # fmt: skip
-    settings: dict[str, Any] = {field_name: value for flag, field_name, kind, _ in TRAINING_FLAGS
-                                if (value := _number(environ, flag.removeprefix("--"), kind)) is not None}  # fmt: skip
-    settings.update(form=_choice(environ, "form", FORMS), weight=_choice(environ, "weight", WEIGHTS),
-                    target_modules=tuple(_raw(environ, "target-modules").split()))  # fmt: skip
+    settings = {field_name: values[field_name] for _, field_name, _, _ in TRAINING_FLAGS
+                if values[field_name] is not None}  # fmt: skip
     try:
-        config = ProtectConfig(**settings)
+        config = ProtectConfig(**settings, form=values["form"], weight=values["weight"],
+                               target_modules=values["target_modules"])  # fmt: skip
     except ConfigError as e:
         name = (e.key or "").removeprefix("--")
         raise ConfigError(f"input {str(e).removeprefix('--')}", key=name) from None
-    return ProtectInputs(
-        base=workspace_path(base, input_name="base"),
-        data=data,
-        validation=validation,
-        out=workspace_path(_raw(environ, "out"), input_name="out"),
-        others=others,
-        other_data=other_data,
-        base_model_id=_raw(environ, "base-model-id") or None,
-        config=config,
-    )
+    return ProtectInputs(base=values["base"], data=values["data"], validation=values["validation"], out=values["out"],
+                         others=others, other_data=other_data, base_model_id=values["base_model_id"],
+                         config=config)  # fmt: skip
 
 
 def read_inputs(environ: Mapping[str, str]) -> ActionInputs:

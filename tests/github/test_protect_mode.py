@@ -64,7 +64,7 @@ def test_protect_mode_writes_a_verified_release_and_sets_its_outputs(
         p.name for p in release.iterdir()
     }
     card = yaml.safe_load(release.joinpath("README.md").read_text(encoding="utf-8").split("---")[1])
-    assert card["base_model"] == "octo/base"
+    assert card["base_model"] == ["octo/base"]  # bot.cards writes base_model as a list of Hub ids
     assert card["reefguard"]["verification"]["passed"] is True
     assert json.loads(release.joinpath("trap2.json").read_text(encoding="utf-8"))["protection"] == "trap2"
     report = protect_workspace.root / outcome.outputs["report"]
@@ -107,6 +107,7 @@ def test_weak_protection_fails_the_step_but_keeps_the_report(
         ({"steps": "1.5"}, "input steps: '1.5' is not an integer"),
         ({"s_min": "0.96", "s_max": "1.04"}, "input s-min: [0.96, 1.04] minus (1 ± 0.05) leaves no off-nominal"),
         ({"form": "qlora"}, "input form: unknown value 'qlora' (known: lora, full)"),
+        ({"base_model_id": "./models/base"}, "input base-model-id: './models/base' is a local path, not a Hub id"),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(
