@@ -21,7 +21,7 @@ from bot import _output
 from bot.errors import ConfigError, ReefguardError
 from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
-from bot.options import CHECK_OPTIONS, HUB_ID, MODEL_OPTIONS, REGISTRY, add_options
+from bot.options import CHECK_OPTIONS, HUB_ID, MODEL_OPTIONS, REGISTRY, add_options, model_arguments
 from bot.trap2 import commands as trap2_commands
 
 if TYPE_CHECKING:
@@ -53,14 +53,10 @@ def _fingerprint(
         name=name,
         role=role,
         related=related,
-        probes=args.probes,
-        dtype=args.dtype,
-        base=args.base,
         standardize=not args.no_standardize,
-        batch_size=args.batch_size,
-        extraction=args.extraction,
         show_progress=not args.quiet,
         token=hub_token(),
+        **model_arguments(vars(args)),
     )
 
 

@@ -222,6 +222,18 @@ def _cli_default(option: Option, environ: Mapping[str, str]) -> str | None:
     return named or option.default
 
 
+def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``bot.engine.fingerprint`` that ``MODEL_OPTIONS`` set, by ``dest``: the value in
+    ``values`` (parsed CLI flags or Action inputs) where there is one, else the table's default. The CLI and the
+    Action both fingerprint through this, so an option added to the table reaches the engine from both."""
+    return {option.dest: values[option.dest] if option.dest in values else _parsed_default(option)
+            for option in MODEL_OPTIONS}  # fmt: skip
+
+
+def _parsed_default(option: Option) -> Any:
+    return None if option.default is None else option.parse(option.default)
+
+
 def _argparse_type(option: Option) -> Callable[[str], Any]:
     """The option's parser, its errors turned into argparse's (one usage line, exit 2)."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -204,11 +204,13 @@ def _select(inputs: ActionInputs, event: Event, workspace: Path, repo: _RepoHand
 
 def _check(model: ModelFiles, inputs: ActionInputs, workspace: Path, registry: Registry) -> ModelResult:
     from bot.engine import compare, fingerprint
+    from bot.options import model_arguments
     from bot.report import write_report
 
     probes = inputs.probes if inputs.probes == "default" else str(workspace / inputs.probes)
     logger.info("checking %s", model.path)
-    fp = fingerprint(str(workspace / model.path), probes=probes, dtype=inputs.dtype, extraction=inputs.extraction)
+    # The same model options as `reefguard check`: the inputs the Action takes, the table's defaults for the rest.
+    fp = fingerprint(str(workspace / model.path), **model_arguments({**asdict(inputs), "probes": probes}))
     fp = replace(fp, name=model.path, model=model.path)  # reports name the model by its path in the repository
     report = compare(fp, registry)
     folder = f"{inputs.report_dir}/{path_slug(model.path)}"
