@@ -11,7 +11,9 @@
 4. Check each model with the engine (``bot.engine.fingerprint`` and ``compare``) and write its report files.
 5. Write the step outputs, the job summary and one annotation per model.
 6. Post, everything having been computed: the sticky pull request comment, one issue per (model path, source),
-   the model-card pull requests. A 403 (a fork's read-only token) turns posting into a ``::warning::``.
+   the model-card pull requests (``base_model`` is the registry entries' Hub ids; a source without one gets a
+   warning instead of a pull request, never a path in the card). A 403 (a fork's read-only token) turns posting
+   into a ``::warning::``.
 7. Exit 1 if a verdict reaches ``fail-on-detection``, else 0.
 
 With ``mode: protect`` the run instead trains, verifies and releases a Trap²-protected update
@@ -370,7 +372,7 @@ def _plan_posts(
                     title=f"Declare the base model of {r.model.path}",
                     body=(
                         f"reefguard found `{r.model.path}` {verdict_line(r.report)} at {commit}{run_link}. "
-                        f"This sets `base_model: {list(base_models)}` and `base_model_relation: {relation}` in "
+                        f"This sets `base_model: [{', '.join(base_models)}]` and `base_model_relation: {relation}` in "
                         f"`{card_path}`, keeping its other metadata, so the Hugging Face Hub shows the lineage."
                     ),
                 )

@@ -3,11 +3,11 @@
 The runner passes input ``foo-bar`` as the environment variable ``INPUT_FOO-BAR`` (upper-cased, hyphens kept).
 Check mode's inputs are rows of the one flag table (``bot.options.ACTION_OPTIONS``), read and parsed by the same
 functions as their ``reefguard check`` flags (``registry``, ``probes``, ``dtype``, ``extraction``,
-``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). In ``mode: protect`` the
-inputs are twins of ``reefguard protect`` (``base``, ``data``, ``validation``, ``out``, ``form``, ``weight``,
-``target-modules`` and every training setting, ``lambda`` for ``--lambda``) and of ``reefguard verify-protection``
-(``other``, ``other-data``, ``base-model-id``). Any value outside the documented ones raises ``ConfigError`` naming
-the input, before any work is done.
+``fail-on-detection`` for ``--fail-on``, ``report-dir`` for ``--report``). Mode protect's inputs
+(``PROTECT_OPTIONS``, rows of the same kind) are twins of ``reefguard protect`` (``base``, ``data``,
+``validation``, ``out``, ``form``, ``weight``, ``target-modules`` and every training setting, ``lambda`` for
+``--lambda``) and of ``reefguard verify-protection`` (``other``, ``other-data``, ``base-model-id``). Any value
+outside the documented ones raises ``ConfigError`` naming the input, before any work is done.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ PROTECT_OPTIONS = (
     _protect_input("other-data", parse=parse_lines, path_in_workspace=True),
     _protect_input("base-model-id", parse=optional(HUB_ID.parse)),
 )
+
 # Environment variable (ours, not GitHub's) that scales every wait between GitHub requests; tests set it small.
 WAIT_SCALE_VARIABLE = "REEFGUARD_GITHUB_WAIT_SCALE"
 
