@@ -14,6 +14,7 @@ from bot._output import redact
 from bot.cli import ExitCode, main, thread_count
 from bot.registry import Registry
 from tests.builders import DEMO_MODELS, REPO
+from tests.doubles.hub_server import HubServer
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -88,6 +89,25 @@ def test_an_entry_carries_the_hub_id_it_is_given(
     code, _, err = run(capsys, "registry", "set", "nobody", "--hub-id", "org/x", "--registry", registry)
     assert code == ExitCode.ERROR and "no entry named 'nobody'" in err
     assert Registry(registry).get("tiny").hub_id == "org/renamed"
+
+
+def test_a_model_fingerprinted_from_the_hub_keeps_its_hub_id(
+    hub: HubServer,
+    tiny_llama: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sha = "c0ffee" + "0" * 34
+    hub.add_repo("octo/tiny", tiny_llama, sha=sha)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    registry = tmp_path / "reg"
+
+    code, _, err = run(capsys, "fingerprint", f"octo/tiny@{sha}", "--registry", registry)
+
+    assert code == ExitCode.OK, err
+    entry = Registry(registry).get("tiny")
+    assert (entry.hub_id, entry.model, entry.revision) == ("octo/tiny", f"octo/tiny@{sha}", sha)
 
 
 def test_compare_prints_the_layer_grid(demo_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
