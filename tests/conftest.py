@@ -10,7 +10,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from bot.reef.probes import ProbeSet, load_probes
+from bot.reef import ProbeSet, load_probes
 from tests import builders
 from tests.doubles.hub_server import HubServer
 

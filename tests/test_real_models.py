@@ -15,10 +15,17 @@ from pathlib import Path
 import pytest
 
 from bot.cli import ExitCode, main
-from bot.reef.fingerprint import fingerprint_model
-from bot.reef.loading import LoadedModel, load_model
-from bot.reef.probes import load_probes
-from bot.reef.verdict import WEIGHT_FLOOR, Evidence, Verdict, compare, pair_grid
+from bot.reef import (
+    WEIGHT_FLOOR,
+    Evidence,
+    LoadedModel,
+    Verdict,
+    compare,
+    fingerprint_model,
+    load_model,
+    load_probes,
+    pair_grid,
+)
 from bot.registry import Registry
 
 pytestmark = pytest.mark.real_model
