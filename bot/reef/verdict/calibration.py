@@ -163,10 +163,11 @@ def calibrate(entries: Sequence[Fingerprint], *, measure: str = "linear", condit
         else []
     )
     keys = tuple(EntryKey.of(entry) for entry in entries)
+    sizes = _sizes(keys)
     nulls = []
     for index, null, mask in zip(sources, scores, masks, strict=True):
         weight_members, weight_scores_ = weight_null(entries[index], entries, mask)
-        nulls.append(_source_null(entries[index], keys, mask, null, weight_members, weight_scores_))
+        nulls.append(_source_null(entries[index], sizes, mask, null, weight_members, weight_scores_))
     return _with_ceilings(measure, conditioned, keys, nulls)
 
 
@@ -175,6 +176,7 @@ def _with_entry(
 ) -> Calibration:
     position = sum(key.name < entry.name for key in calibration.entries)
     keys = (*calibration.entries[:position], EntryKey.of(entry), *calibration.entries[position:])
+    sizes = _sizes(keys)
     scores = _scores_against(entry, sources, calibration)
     nulls = []
     for null, source, score in zip(calibration.sources, sources, scores, strict=True):
@@ -188,7 +190,7 @@ def _with_entry(
         nulls.append(
             _source_null(
                 source,
-                keys,
+                sizes,
                 members,
                 np.insert(null.scores, rank, score) if unrelated else null.scores,
                 weight_members,
@@ -201,13 +203,14 @@ def _with_entry(
     if entry.role == "source":
         if [fp.name for fp in everyone] != [key.name for key in keys]:
             raise ValueError("with_entry: everyone must be the registry's entries with the new one, in order")
-        nulls.insert(sum(fp.name < entry.name for fp in sources), _own_null(everyone, position, calibration, keys))
+        nulls.insert(sum(fp.name < entry.name for fp in sources), _own_null(everyone, position, calibration, sizes))
     return _with_ceilings(calibration.measure, calibration.conditioned, keys, nulls)
 
 
 def _without_entry(calibration: Calibration, name: str) -> Calibration:
     position = next(i for i, key in enumerate(calibration.entries) if key.name == name)
     keys = calibration.entries[:position] + calibration.entries[position + 1 :]
+    sizes = _sizes(keys)
     nulls = []
     for null in calibration.sources:
         if null.source.name == name:
@@ -219,7 +222,7 @@ def _without_entry(calibration: Calibration, name: str) -> Calibration:
             for stat, values in null.weight_scores.items()
         }
         members, weight_members = np.delete(null.members, position), np.delete(null.weight_members, position)
-        nulls.append(_source_null(null.source, keys, members, scores, weight_members, weights))
+        nulls.append(_source_null(null.source, sizes, members, scores, weight_members, weights))
     return _with_ceilings(calibration.measure, calibration.conditioned, keys, nulls)
 
 
@@ -259,10 +262,11 @@ def _from_store(
         )
         if entries_digest(keys) != meta["entries_digest"]:
             raise RegistryError("its entry list does not match its entries_digest")
+        sizes = _sizes(keys)
         nulls = [
             _source_null(
                 sources[name],
-                keys,
+                sizes,
                 arrays[f"{name}/members"].astype(bool),
                 arrays[f"{name}/scores"],
                 arrays[f"{name}/weight_members"].astype(bool),
@@ -289,13 +293,12 @@ def null_composition(source: Fingerprint, members: NDArray[np.float64]) -> tuple
 
 def _source_null(
     source: Fingerprint,
-    keys: Sequence[EntryKey],
+    sizes: NDArray[np.float64],
     members: NDArray[np.bool_],
     scores: NDArray[np.float64],
     weight_members: NDArray[np.bool_],
     weight_scores: WeightNull,
 ) -> SourceNull:
-    sizes = np.array([key.parameters for key in keys], dtype=np.float64)
     parameters, warning = null_composition(source, sizes[members])
     return SourceNull(
         source=source,
@@ -308,6 +311,11 @@ def _source_null(
         mean=float(scores.mean()) if len(scores) else None,
         summary=NullSummary.of(scores) if len(scores) >= MIN_NULL else None,
     )
+
+
+def _sizes(keys: Sequence[EntryKey]) -> NDArray[np.float64]:
+    """Each entry's ``approximate_parameters``, in registry order."""
+    return np.array([key.parameters for key in keys], dtype=np.float64)
 
 
 def _with_ceilings(
@@ -343,14 +351,14 @@ def weight_null(
 
 
 def _own_null(
-    everyone: Sequence[Fingerprint], position: int, calibration: Calibration, keys: Sequence[EntryKey]
+    everyone: Sequence[Fingerprint], position: int, calibration: Calibration, sizes: NDArray[np.float64]
 ) -> SourceNull:
     """The null of the source at ``position`` among ``everyone``, by the engine that computes every null."""
     (mask,) = unrelated_masks(everyone, [position])
     stack = Stack(everyone, measure_named(calibration.measure), conditioned=calibration.conditioned)
     (scores,) = stack.null_scores([position], range(len(everyone)), [mask])
     weight_members, weight_scores_ = weight_null(everyone[position], everyone, mask)
-    return _source_null(everyone[position], keys, mask, scores, weight_members, weight_scores_)
+    return _source_null(everyone[position], sizes, mask, scores, weight_members, weight_scores_)
 
 
 def _scores_against(entry: Fingerprint, sources: Sequence[Fingerprint], calibration: Calibration) -> list[float]:
