@@ -25,8 +25,7 @@ class SourceFacts:
     """One source's evidence fused (rule 5): what its per-source rule reads.
 
     Attributes:
-        representations_p: the CKA p-value (rule 3); None without a null.
-        representations_match: that p-value is under alpha and the score over the null ceiling (rule 4).
+        representations_match: the CKA p-value (rule 3) is under alpha and the score over the null ceiling (rule 4).
         weights: the weight evidence after rule 6; None where the weights cannot be compared.
         carried_by_weights: the weights are calibrated, so they decide this source instead of CKA.
         p_fused: the deciding p-value; clears_ceiling: its score is over the deciding ceiling (and floor).
@@ -34,7 +33,6 @@ class SourceFacts:
         p_adjusted: ``p_fused`` Holm-adjusted over the sources checked; None when there is no ``p_fused``.
     """
 
-    representations_p: float | None
     representations_match: bool
     weights: WeightEvidence | None
     carried_by_weights: bool
@@ -61,7 +59,6 @@ def fuse(
         units_above = weights.scores["units"] > weight_ceilings.get("units", -np.inf)
         part_of_merge = units_above and holds_a_share(weights)
     return SourceFacts(
-        representations_p=representations_p,
         representations_match=representations_p is not None and representations_p < alpha and above_ceiling,
         weights=weights,
         carried_by_weights=carried_by_weights,
@@ -76,11 +73,7 @@ def adjust(facts: Sequence[SourceFacts]) -> list[SourceFacts]:
     """Holm-adjust the deciding p-values over the sources that have one."""
     tested = [f.p_fused for f in facts if f.p_fused is not None]
     adjusted = iter(holm(tested))
-    return [f if f.p_fused is None else _with_adjusted(f, next(adjusted)) for f in facts]
-
-
-def _with_adjusted(facts: SourceFacts, p_adjusted: float) -> SourceFacts:
-    return replace(facts, p_adjusted=p_adjusted)
+    return [f if f.p_fused is None else replace(f, p_adjusted=next(adjusted)) for f in facts]
 
 
 # ------------------------------------------------------------------------------------------- per source
