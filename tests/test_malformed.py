@@ -141,7 +141,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
 
 @pytest.fixture(scope="module")
 def probe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bot.reef.probes import load_probes
+    from bot.reef import load_probes
 
     path = tmp_path_factory.mktemp("malformed-probes") / "probes.txt"
     path.write_text("\n".join(load_probes().texts[:N_PROBES]) + "\n", encoding="utf-8")

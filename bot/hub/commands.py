@@ -74,7 +74,8 @@ def _check_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=ORG/REPO",
-        help="Hub repo of a registry source, to compare with declared base_model (repeatable)",
+        help="Hub repo of a registry source, to compare with declared base_model; overrides the entry's hub_id "
+        "(repeatable)",
     )
     parser.add_argument("--max-download", help="download cap for the run, e.g. 20GB")
     parser.add_argument("--no-triage", action="store_true",

@@ -39,7 +39,7 @@ def hub(hub: HubServer) -> HubServer:
 @pytest.fixture(scope="session")
 def probe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 32 default probes as a probe file: the scan and the registry must share their probes."""
-    from bot.reef.probes import load_probes
+    from bot.reef import load_probes
 
     path = tmp_path_factory.mktemp("probes") / "probes.txt"
     path.write_text("\n".join(load_probes().texts[:32]) + "\n", encoding="utf-8")

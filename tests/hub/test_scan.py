@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,28 @@ def test_a_new_commit_is_scanned_again(
     assert [(r["sha"], r["findings"]) for r in report["results"]] == [(new_sha, [])]
     state = json.loads((tmp_path / "run-state.json").read_text(encoding="utf-8"))
     assert len(state["results"]) == 2  # both commits remembered
+
+
+def test_the_registry_entrys_hub_id_names_the_source_repo_without_a_flag(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry made from a local folder, given its Hub id with ``registry set``, needs no --source-repo: an honest
+    card is clean, an undeclared fine-tune's finding names the repo to declare."""
+    registry = tmp_path / "fingerprints"
+    shutil.copytree(hub_registry, registry)
+    assert main(["registry", "set", SOURCE, "--hub-id", SOURCE_REPO, "--registry", str(registry)]) == ExitCode.OK
+    plant(hub, tmp_path, "lab/quiet-tune", "finetune")
+    plant(hub, tmp_path, "lab/honest-tune", "finetune", card={"base_model": SOURCE_REPO})
+    args = scan_args(hub, registry, probe_file, tmp_path)
+    flag = args.index("--source-repo")
+    del args[flag : flag + 2]
+
+    assert main(args) == ExitCode.FINDING
+
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    assert results["lab/honest-tune"]["findings"] == []
+    (finding,) = results["lab/quiet-tune"]["findings"]
+    assert (finding["kind"], finding["source_repo"]) == ("undeclared-derivative", SOURCE_REPO)
 
 
 _KILL_HOOK_TIMEOUT_S = 180
