@@ -5,7 +5,7 @@ The public API (torch loads only when one of these is first used, so ``reefguard
     run = protect(base, [train_txt], out, config=ProtectConfig(form="lora"))        # bot.trap2.training
     report = verify(base, run.protected, data=[val_txt], twin=run.twin, others=[other_update], out=report_dir)
     write_release(run.protected, release_dir, base_model="org/base", report=report)  # bot.trap2.release
-    push_release(release_dir, "org/name", api=HfApi(token=...))                       # optional
+    push_release(release_dir, "org/name", api=make_api(token=hub_token()))           # bot._http; optional
 
 Modules: ``config`` (settings), ``data`` (text -> windows), ``scaling`` (s sampling and application),
 ``training`` (the objective), ``merging`` (merge attacks), ``verification`` (report), ``release`` (card, upload),
