@@ -722,9 +722,10 @@ CASES: dict[str, Callable[[World], Case]] = {
     "huge-vocabulary": _weights(_config(vocab_size=10**12), "vocab_size"),
     "layer-count-not-a-number": _weights(_config(n_layer="4"), "not a size"),
     "negative-layer-count": _weights(_config(n_layer=-1), "not a size"),
-    "missing-block-tensors": _weights(_drop("transformer.h.2.mlp."), "missing from the weights"),
+    # --extraction auto streams these (the first missing tensor named); a non-streamable format loads them whole.
+    "missing-block-tensors": _weights(_drop("transformer.h.2.mlp."), "'transformer.h.2.mlp.c_fc.weight' is missing"),
     "missing-last-block": _weights(_drop("transformer.h.3."), "the weights hold 3 blocks"),
-    "missing-final-norm": _weights(_drop("transformer.ln_f."), "missing from the weights"),
+    "missing-final-norm": _weights(_drop("transformer.ln_f."), "'transformer.ln_f.weight' is missing"),
     "missing-tensors-streamed": _weights(
         _drop("transformer.h.2.mlp."), "missing from the safetensors files", stream=True
     ),
