@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from bot._http import make_api
+from bot.cli import ExitCode, main
 from bot.errors import RemoteError
 from bot.hub.client import Budget
 from bot.hub.scan import Selection, list_candidates, parse_since
 from tests.doubles.hub_server import HubServer
-from tests.hub.conftest import SOURCE_REPO, plant
+from tests.hub.conftest import SOURCE_REPO, plant, report_of
+from tests.hub.test_scan import scan_args
 
 
 class FakeTime:
@@ -112,3 +114,28 @@ def test_the_client_itself_retries_429_on_later_pages(hub: HubServer, tmp_path: 
     assert fake.slept == []  # our budget never saw the 429
     assert time.monotonic() - started >= 1.0
     assert [r.path.split("?")[0] for r in hub.requests] == ["/api/models"] * 3
+
+
+def test_hf_endpoint_is_the_default_endpoint_of_every_hub_request(
+    hub: HubServer,
+    hub_registry: Path,
+    probe_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --endpoint, the listing, the model info, config.json (bot.sources) and the Range reads all go to
+    $HF_ENDPOINT, read when the client is built (bot._http), not when huggingface_hub was imported."""
+    plant(hub, tmp_path, "lab/plain", "unrelated")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    args = scan_args(hub, hub_registry, probe_file, tmp_path)
+    flag = args.index("--endpoint")
+    del args[flag : flag + 2]
+
+    assert main(args) == ExitCode.OK
+
+    (result,) = report_of(tmp_path / "run")["results"]
+    assert result["status"] == "checked"
+    paths = [r.path for r in hub.requests]
+    assert any(p.startswith("/api/models?") for p in paths) and any(p.endswith("/config.json") for p in paths)
+    assert any("range" in r.headers for r in hub.requests)
