@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cards import ModelCard, relation_for
-from bot.errors import ReefguardError, RemoteError
+from bot.cards import ModelCard, parse_hub_id, relation_for
+from bot.errors import ConfigError, ReefguardError, RemoteError
 from bot.hub.client import Budget
 from bot.hub.results import OTHER_DECLARATION, UNDECLARED, WRONG_DECLARATION, Finding, ModelResult, Status
 from bot.report import HUB_CARD_PR, HUB_DISCUSSION, Marker, parse_markers
@@ -144,7 +144,8 @@ def discussion_body(result: ModelResult, finding: Finding) -> str:
         f" ([{finding.source_repo}](/{finding.source_repo}))" if finding.source_repo else ""
     )
     declared = ", ".join(f"`{d}`" for d in result.declared) or "no base model"
-    request = text.request.format(lineage=_suggested_lineage(result, finding)) if finding.source_repo else ""
+    lineage = _suggested_lineage(result, finding) if "{lineage}" in text.request else ""
+    request = text.request.format(lineage=lineage) if finding.source_repo else ""
     claim = text.claim.format(verdict=result.verdict, source=source, declared=declared)
     return (
         f"Hello! This is **reefguard**, an automated bot. It fingerprints the hidden representations of released "
@@ -160,11 +161,21 @@ def discussion_body(result: ModelResult, finding: Finding) -> str:
 
 
 def _suggested_lineage(result: ModelResult, finding: Finding) -> str:
-    """The front matter lines a derivative's card should hold: the declared bases plus the source's repo."""
-    bases = [*result.declared, finding.source_repo] if finding.kind == OTHER_DECLARATION else [finding.source_repo]
+    """The front matter lines a derivative's card should hold: the declared bases that are Hub ids (a card may
+    declare a path, which no card should repeat) plus the source's repo."""
+    declared = [base for base in result.declared if _is_hub_id(base)] if finding.kind == OTHER_DECLARATION else []
+    bases = [*declared, finding.source_repo] if finding.source_repo else declared
     relation = relation_for(result.verdict or "derived", n_bases=len(bases))
-    card = ModelCard().with_lineage([b for b in bases if b], relation=relation).render()
+    card = ModelCard().with_lineage(bases, relation=relation).render()
     return card.removeprefix("---\n").removesuffix("---\n")
+
+
+def _is_hub_id(text: str) -> bool:
+    try:
+        parse_hub_id(text)
+    except ConfigError:
+        return False
+    return True
 
 
 def discussion_marker(repo_id: str, source: str) -> Marker:
@@ -317,7 +328,8 @@ def _card_pr(api: HfApi, result: ModelResult, identity: Identity, write: bool, b
     if not derived_from:
         return note(action="skipped", reason="the card declares a base the fingerprints call unrelated; "
                     "nothing to add")  # fmt: skip
-    base_models = sorted({*result.declared, *(f.source_repo for f in derived_from if f.source_repo)})
+    declared = (base for base in result.declared if _is_hub_id(base))  # a declared path is dropped, not repeated
+    base_models = sorted({*declared, *(f.source_repo for f in derived_from if f.source_repo)})
     relation = relation_for(result.verdict or "derived", n_bases=len(base_models))
     threads = _own_threads(api, repo_id, identity, pull_requests=True, budget=budget)
     existing = threads.get(Marker(kind=HUB_CARD_PR, repo=repo_id)) or threads.get(
