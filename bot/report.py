@@ -509,8 +509,8 @@ CLEARED = "cleared"  # a comment on that issue: the model no longer matches
 MATCHED_AGAIN = "matched-again"  # a comment on that issue: it matches again after a cleared comment
 PR_COMMENT = "pr-comment"  # the one sticky comment on a pull request
 CARD_PR = "card-pr"  # the pull request that declares base_model in a model card
-HUB_DISCUSSION = "hub-discussion"  # a Hub discussion on a repo we do not own (path: the repo id)
-HUB_CARD_PR = "hub-card-pr"  # a Hub pull request adding base_model to a card of ours (path: the repo id)
+HUB_DISCUSSION = "hub-discussion"  # a Hub discussion on a repo we do not own (repo: the repo id)
+HUB_CARD_PR = "hub-card-pr"  # a Hub pull request adding base_model to a card of ours (repo: the repo id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -519,7 +519,8 @@ class Marker:
 
     Attributes:
         kind: one of ``ISSUE``, ``CLEARED``, ``MATCHED_AGAIN``, ``PR_COMMENT``, ``CARD_PR``.
-        path: the model path (workspace-relative), empty for a pull request comment.
+        path: the model path (workspace-relative), empty for a pull request comment and for Hub posts.
+        repo: the Hub repo id a Hub post is about, empty for GitHub posts.
         source: the registry source name, empty where the post is not about one source.
 
     Example:
@@ -532,11 +533,12 @@ class Marker:
 
     kind: str
     path: str = ""
+    repo: str = ""
     source: str = ""
 
     def render(self) -> str:
         """The HTML comment to put in a post body."""
-        fields = [("kind", self.kind), ("path", self.path), ("source", self.source)]
+        fields = [("kind", self.kind), ("path", self.path), ("repo", self.repo), ("source", self.source)]
         text = " ".join(f"{name}={quote(value, safe=_SAFE)}" for name, value in fields if value)
         return f"<!-- reefguard:{MARKER_VERSION} {text} -->"
 
@@ -548,7 +550,7 @@ def parse_markers(text: str | None) -> tuple[Marker, ...]:
 
     Example:
         >>> parse_markers("<!-- reefguard:v1 kind=pr-comment --> <!-- reefguard:v9 kind=x -->")
-        (Marker(kind='pr-comment', path='', source=''),)
+        (Marker(kind='pr-comment', path='', repo='', source=''),)
     """
     found = []
     for match in _MARKER.finditer(text or ""):
@@ -561,6 +563,7 @@ def parse_markers(text: str | None) -> tuple[Marker, ...]:
             Marker(
                 kind=unquote(fields["kind"]),
                 path=unquote(fields.get("path", "")),
+                repo=unquote(fields.get("repo", "")),
                 source=unquote(fields.get("source", "")),
             )
         )
