@@ -93,7 +93,7 @@ def main() -> None:
                    f"({run.protected_summary.steps_run} steps), twin {run.twin_summary.train_seconds:.0f}s "
                    f"({run.twin_summary.steps_run} steps)" if run.twin_summary else form)  # fmt: skip
         (out / "report" / "training.txt").write_text(summary + "\n", encoding="utf-8")
-        tables = render_markdown(report).replace("# Trap² verification\n", "", 1)
+        tables = render_markdown(report).replace("# Trap² verification\n", "", 1).strip()
         tables = "\n".join("##" + line if line.startswith("#") else line for line in tables.splitlines())
         command = f".venv/bin/python bench/trap2_demo.py --form {form}"
         publish(DOCS, f"trap2-demo-{form}", f"{summary}.\n\n{tables}", command)
