@@ -311,6 +311,8 @@ def train_update(
             continue
         # The trap floor is measured only for a checkpoint that would otherwise be kept.
         floor = _trap_floor(model, data, config, anchors, probes) if rule.needs_floor(val) else None
+        if floor is not None:  # the number to watch while the trap forms: it must rise above the base's loss
+            logger.info("step %d: trap floor %.4f over s in %s (base %.4f)", step, floor, probes, initial)
         rule.offer(step, val, floor=floor, take=take)
         if rule.should_stop() and step < config.steps:
             stopped_early = True
