@@ -148,6 +148,9 @@ def cmd_registry(args: argparse.Namespace) -> ExitCode:
             raise ConfigError("registry set: give what to set, --hub-id ORG/NAME", key="hub-id")
         registry.set_hub_id(args.name, args.hub_id)
         _output.write(f"{args.name}: hub_id {args.hub_id}")
+    elif args.action == "calibrate":
+        registry.recalibrate()
+        _output.write(f"{registry.root}: calibration kept for {len(registry.names())} entries")
     else:
         registry.remove(args.name)
         _output.write(f"removed {args.name} from {registry.root}")
@@ -210,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
         _model_options(sub)
         add_options(sub, (REGISTRY,))
 
-    reg = commands.add_parser("registry", parents=[verbosity], help="list, show, set or remove registry entries")
-    reg.add_argument("action", choices=("list", "show", "set", "remove"))
+    reg = commands.add_parser(
+        "registry", parents=[verbosity], help="list, show, set or remove registry entries, or keep their calibration"
+    )
+    reg.add_argument("action", choices=("list", "show", "set", "remove", "calibrate"))
     reg.add_argument("name", nargs="?", help="entry name or weight sha256 (show, set, remove)")
     reg.add_argument("--json", action="store_true")
     add_options(reg, (HUB_ID, REGISTRY))
@@ -313,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits 2 on usage errors and 0 on --help
         return int(e.code or 0)
     _configure_logging(args)
-    if args.command == "registry" and args.action != "list" and not args.name:
+    if args.command == "registry" and args.action not in {"list", "calibrate"} and not args.name:
         _output.error(f"reefguard: error: registry {args.action} needs a NAME")
         return ExitCode.USAGE
     try:

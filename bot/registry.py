@@ -15,9 +15,12 @@ by their representations alone.
 
 Beside the entries, ``.calibration/`` keeps what a check needs that does not depend on the suspect (each source's
 null and the ceilings, ``bot.reef.verdict.calibration``), so that a check compares the suspect with the sources
-only. It is written by the first check, updated in place by ``add`` and ``remove``, and carries two digests: one
-of the entries it was computed from (a store that does not match the registry is recomputed, with one log line)
-and one of its own bytes (an edited store is recomputed the same way); it is never used unverified.
+only. It is written by ``add`` and ``remove`` (updated in place when one is kept, else computed from every entry)
+and never by a check or a scan, which only read the registry: a checked-out registry stays as committed, so commit
+``.calibration/`` with the entries. It carries two digests: one of the entries it was computed from and one of its
+own bytes; a store that does not match the registry, or was edited, is not used: the check computes the nulls
+itself, with one log line, and the next ``add``, ``remove`` or ``recalibrate`` (``reefguard registry calibrate``)
+writes a fresh store.
 
 Entries are found by name or by the sha256 of any of their weight files (the Git LFS oid / the Hub's
 ``lfs.sha256``). Every write goes to a temporary folder beside the entry and is renamed into place, so a crash
@@ -214,7 +217,9 @@ class Registry:
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
-        if kept is not None:
+        if kept is None:
+            self.recalibrate()
+        else:
             self._update_calibration(kept, fingerprint.name, replaced=replaced)
         return final
 
@@ -225,12 +230,21 @@ class Registry:
         added = self._read(self.root / name)  # as a check will read it: Grams rounded to float16
         sources = [null.source for null in kept.sources]
         everyone = list(self) if added.role == "source" else []
-        probes = {(fp.probe_sha256, fp.standardize) for fp in (*sources, *everyone, added)}
-        if len(probes) > 1:  # a check refuses such a registry until one of them is re-fingerprinted
+        if not _share_probes((*sources, *everyone, added)):
             logger.info("%s: %s uses other probes than the registry; calibration dropped", self._store, name)
             shutil.rmtree(self._store, ignore_errors=True)
             return
         self._keep_calibration(kept.with_entry(added, sources, everyone))
+
+    def recalibrate(self) -> None:
+        """Keep a calibration computed from every entry (after entries were copied or edited by hand), or none
+        where the entries use other probes (a check refuses such a registry until one is re-fingerprinted)."""
+        entries = list(self)
+        if not _share_probes(entries):
+            shutil.rmtree(self._store, ignore_errors=True)
+            return
+        measure, conditioned = KEPT_MEASURE
+        self._keep_calibration(calibrate(entries, measure=measure, conditioned=conditioned))
 
     def set_hub_id(self, name: str, hub_id: str | None) -> None:
         """Record (or, with None, forget) the Hub id of the entry ``name``; its arrays are left as they are.
@@ -260,12 +274,15 @@ class Registry:
             raise RegistryError(f"{self.root}: no entry named {name!r}", path=self.root)
         kept = self._kept_calibration()
         shutil.rmtree(folder)
-        if kept is not None:
+        if kept is None:
+            self.recalibrate()
+        else:
             self._keep_calibration(kept.without_entry(name))
 
     def calibration(self, entries: Sequence[Fingerprint], *, measure: str, conditioned: bool) -> Calibration | None:
-        """The kept calibration of ``entries`` (this registry's, as just read), recomputed and kept again when it
-        is missing, stale or edited; None for a measure other than the kept one (``KEPT_MEASURE``).
+        """The kept calibration of ``entries`` (this registry's, as just read), computed here when it is missing,
+        stale or edited (never written: a check only reads the registry); None for a measure other than the kept
+        one (``KEPT_MEASURE``).
 
         Raises:
             RegistryError: the entries disagree on probes (as ``compare`` would).
@@ -277,9 +294,7 @@ class Registry:
             return kept
         if kept is not None:
             logger.warning("%s: the kept calibration is stale (entries changed); recomputing it", self._store)
-        fresh = calibrate(entries, measure=measure, conditioned=conditioned)
-        self._keep_calibration(fresh)
-        return fresh
+        return calibrate(entries, measure=measure, conditioned=conditioned)
 
     @property
     def _store(self) -> Path:
@@ -428,3 +443,7 @@ def _read_anchors(folder: Path) -> Anchors | None:
     rows = load_file(str(folder / ANCHOR_ROWS_FILE))["rows"].astype(np.float32)
     rows.setflags(write=False)
     return Anchors(tuple(tokens), rows)
+
+
+def _share_probes(entries: Sequence[Fingerprint]) -> bool:
+    return len({(fp.probe_sha256, fp.standardize) for fp in entries}) <= 1

@@ -18,6 +18,8 @@ from bot.registry import Registry
 
 REGISTRY = Path("fingerprints")
 DEMO = Path("demo/models")
+# What a model card declares as base_model for a derivative of each public source.
+HUB_IDS = {"gemma-3-270m": "google/gemma-3-270m", "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def entries() -> list[tuple[str, Path, str, str]]:
@@ -42,7 +44,8 @@ def main(names: list[str]) -> None:
     for name, path, reference, role in entries():
         if names and name not in names:
             continue
-        fp = replace(fingerprint(str(path), name=name, role=role, show_progress=True), model=reference)
+        fp = fingerprint(str(path), name=name, role=role, show_progress=True)
+        fp = replace(fp, model=reference, hub_id=HUB_IDS.get(name))
         registry.add(fp, replace=True)
         _output.write(f"{name}: {len(fp.layers)} blocks, digest {fp.digest[:12]}")
 

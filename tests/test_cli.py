@@ -42,6 +42,17 @@ def test_check_clears_the_unrelated_model(demo_registry: Path, capsys: pytest.Ca
     assert set(demo) >= {"score", "best_pair", "z", "p_value", "p_adjusted", "n_null", "verdict", "grid"}
 
 
+def test_registry_calibrate_keeps_the_nulls_and_a_check_only_reads(
+    demo_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(demo_registry / ".calibration", ignore_errors=True)
+    code, out, _ = run(capsys, "registry", "calibrate", "--registry", demo_registry)
+    assert code == ExitCode.OK and "calibration kept" in out and (demo_registry / ".calibration").is_dir()
+    before = {path: path.read_bytes() for path in demo_registry.rglob("*") if path.is_file()}
+    assert run(capsys, "check", DEMO_MODELS / "finetune", "--registry", demo_registry, "-q")[0] == ExitCode.FINDING
+    assert {path: path.read_bytes() for path in demo_registry.rglob("*") if path.is_file()} == before
+
+
 def test_fail_on_never_exits_zero(demo_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, *_ = run(capsys, "check", DEMO_MODELS / "finetune", "--registry", demo_registry, "--fail-on", "never", "-q")
     assert code == ExitCode.OK
