@@ -15,13 +15,14 @@ from pathlib import Path
 from bot.reef import (
     DEFAULT_PROBES,
     Fingerprint,
+    TokenizingApart,
     adapter_base_reference,
     check_model_files,
     compare,
     fingerprint_model,
     load_for_extraction,
     load_probes,
-    tokenize_apart,
+    streams,
     tokenizer_files,
 )
 from bot.sources import ModelSource, resolve
@@ -72,8 +73,8 @@ def fingerprint(
         related: registry names this model is declared to derive from.
         batch_size: probes per forward pass.
         extraction: ``"stream"`` runs the model one block at a time (safetensors folders), ``"full"`` loads it
-            whole, ``"auto"`` streams when the whole model would not fit comfortably in memory
-            (``bot.reef.streaming.load_for_extraction``); the states are the same either way.
+            whole, ``"auto"`` streams whenever the architecture allows (``bot.reef.streaming``); the states are
+            the same either way.
         show_progress: draw progress bars on stderr.
         endpoint: Hub endpoint for Hub references (default: ``HF_ENDPOINT`` or huggingface.co).
         token: Hub token for gated or private repos.
@@ -96,9 +97,14 @@ def fingerprint(
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
     check_model_files(resolved.path, base=base_path)  # bad files fail here, before any process starts on them
-    # Before the model loads and torch is imported, so the tokenizer never shares memory with either.
-    tokens = tokenize_apart(tokenizer_files(resolved.path, base=base_path), probe_set.texts, batch_size=batch_size)
-    loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
+    files = tokenizer_files(resolved.path, base=base_path)
+    with TokenizingApart(files, probe_set.texts, batch_size=batch_size) as tokenizing:
+        # A streamed model opens with little memory, so it opens while the child tokenizes; a whole model waits
+        # for the tokens, so that the tokenizer's peak never adds to the loaded weights.
+        if not streams(resolved.path, base=base_path, extraction=extraction):
+            tokenizing.result()
+        loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
+        tokens = tokenizing.result()
     logger.info("fingerprinting %s: %d blocks, %d probes", parsed, loaded.n_layers, len(probe_set))
     return fingerprint_model(
         loaded,

@@ -172,8 +172,8 @@ DTYPE = Option(dest="dtype", flag="--dtype", action_input="dtype", default="floa
 BATCH_SIZE = Option(dest="batch_size", flag="--batch-size", action_input=None, default="16",
                     help="probes per forward pass (default 16)", parse=_positive_integer)  # fmt: skip
 EXTRACTION = Option(dest="extraction", flag="--extraction", action_input="extraction", default="auto",
-                    help="run the model one block at a time (stream) or whole (full); auto streams a safetensors "
-                    "model that would not fit comfortably in memory (default auto)",
+                    help="run the model one block at a time (stream) or whole (full); auto streams whenever the "
+                    "architecture allows (safetensors Llama, Qwen2, GPT-2, Gemma 3) (default auto)",
                     parse=choice(EXTRACTION_MODES), choices=EXTRACTION_MODES)  # fmt: skip
 BASE = Option(dest="base", flag="--base", action_input=None, default=None,
               help="base model of a PEFT adapter (default: the adapter config's)")  # fmt: skip
