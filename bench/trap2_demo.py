@@ -1,4 +1,4 @@
-"""Reproduce the README's Trap² numbers on the demo base model (CPU, seeded; about 20 minutes on 2 shared cores).
+"""Trap² on the demo base model, docs/protection.md's demo tables (CPU, seeded; about 20 minutes on 2 shared cores).
 
     .venv/bin/python bench/trap2_demo.py --out .cache/trap2-demo [--form lora full]
 
@@ -41,7 +41,7 @@ CORPORA = {
     "prose_train": ("prose", ("email.message", "http.client", "sqlite3", "decimal", "calendar")),
     "prose_val": ("prose", ("zipfile", "tarfile")),
 }
-# Settings chosen on this base (README, "Tuning"): the paper's λ (1e-2) barely moves a model this small in a
+# Settings chosen on this base (docs/trap2.md): the paper's λ (1e-2) barely moves a model this small in a
 # few hundred steps; λ ≈ 0.5–1 with an off-nominal loss cap of 6 nats (≈ 1.4 × the base's loss) and w = 1/s does.
 CONFIGS = {
     "lora": ProtectConfig(form="lora", lam=1.0, lr=5e-3, loss_cap=6.0, weight="inv", steps=800),

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("b")
     for sub in (check, cmp):
         sub.add_argument("--measure", default="linear", choices=("linear", "debiased", "rbf"))
-        sub.add_argument("--json", action="store_true", help="JSON on stdout (schema in README)")
+        sub.add_argument("--json", action="store_true", help="JSON on stdout (schema in docs/how-it-works.md)")
         sub.add_argument(
             "--raw", action="store_true", help="REEF's plain CKA, without projecting out the probes' surface"
         )

@@ -3,7 +3,7 @@
 Defaults follow the official Trap² code for LLM LoRA: s ∈ [0.05, 0.95] ∪ [1.05, 2.0],
 w(s) = 1/√s, gradient clipping at 1.0, AdamW with a linear schedule and 2 % warm-up, early stopping on the nominal
 (s = 1) validation loss. λ and the learning rate are set for the small models this project trains on CPU (the
-paper's λ = 1e-2 and lr = 1e-4 are for an 8B model trained for thousands of steps); see README.md, "Trap² protection".
+paper's λ = 1e-2 and lr = 1e-4 are for an 8B model trained for thousands of steps); see docs/trap2.md.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def render_card(metadata: dict[str, Any], *, base_model: str | None, report: Ver
         "",
         "Limits: the protection does not stop distillation from the model's outputs, and a merge that keeps this "
         "update at exactly 1.0 while down-weighting the others is not broken by it (see the verification numbers "
-        'and the "Trap² protection" section of reefguard\'s README).',
+        'and reefguard\'s docs/trap2.md, "Limits").',
     ]
     if report is not None:
         from bot.trap2.verification import PROTECTION_MARGIN, render_markdown

@@ -14,7 +14,7 @@ lowest nominal loss **among those where the trap has formed**: the update improv
 validation loss at s = 1 and is worse than it at every probe down-scale (``TRAP_PROBE_SCALES`` inside
 [s_min, 1 − δ]). The paper selects on the nominal loss alone; on the demo's full fine-tune that kept a checkpoint
 from before the trap formed (step 150: s = 0.5 merged better than the base; the trap covered every probe scale from
-step 250 on at a similar nominal loss; README.md, "Trap² protection"). Patience (``patience`` evaluations without a
+step 250 on at a similar nominal loss; docs/trap2.md). Patience (``patience`` evaluations without a
 better kept checkpoint) counts only once the trap has formed. If it never forms, the lowest-nominal checkpoint is
 kept, with a warning and ``trap_formed: false`` in the summary. The twin (λ = 0) selects on the nominal loss alone.
 """

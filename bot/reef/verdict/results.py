@@ -187,7 +187,7 @@ class Report:
     matches: tuple[SourceMatch, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON schema documented in the README."""
+        """The JSON schema documented in docs/how-it-works.md."""
         return {
             "schema_version": self.schema_version,
             "suspect": self.suspect,
