@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 NEUTRAL = frozenset(
-    {"bot.errors", "bot.exit_codes", "bot._output", "bot.progress", "bot.sizes", "bot._http", "bot.cards"}
+    {"bot.errors", "bot.exit_codes", "bot._output", "bot.progress", "bot.sizes", "bot._http", "bot.cards", "bot._lazy"}
 )
 CORE = frozenset({"bot.registry", "bot.report", "bot.sources", "bot.engine", "bot.options"})
 # What each layer may import, besides itself and the neutral modules.

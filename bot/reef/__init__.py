@@ -13,8 +13,9 @@ Names resolve on first use (PEP 562): ``import bot.reef`` imports neither torch 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bot._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from bot.reef.cka import MEASURES, centered_gram, cka_grid
@@ -179,10 +180,7 @@ __all__ = [  # noqa: RUF022
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'bot.reef' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
 
 
 def __dir__() -> list[str]:
