@@ -157,10 +157,12 @@ def calibrate(entries: Sequence[Fingerprint], *, measure: str = "linear", condit
     """
     sources = [index for index, entry in enumerate(entries) if entry.role == "source"]
     masks = unrelated_masks(entries, sources)
+    # Preparing every entry's Grams is the costly part (about 0.2 GB for one Gemma entry): skip it when no source
+    # has anything to be compared with, as in a registry's first entry.
     scores = (
         Stack(entries, measure_named(measure), conditioned=conditioned).null_scores(sources, range(len(entries)), masks)
-        if sources
-        else []
+        if any(mask.any() for mask in masks)
+        else [np.empty(0) for _ in sources]
     )
     keys = tuple(EntryKey.of(entry) for entry in entries)
     sizes = _sizes(keys)
