@@ -19,7 +19,7 @@ tokenizes in a child process). Every measured command runs with the same torch t
 (``OMP_NUM_THREADS``, default: every core), so REEF and reefguard get the same cores. Timings on a shared machine
 are noisy: the load average before and after each part is recorded with it.
 
-Results go to bench/results/perf.{md,json}; part (a)'s table also goes into docs/benchmarks.md (block ``perf``,
+Results go to bench/results/perf.{md,json}; part (a)'s table also goes into README.md (block ``perf``,
 through bench/tables.py).
 """
 
@@ -46,7 +46,7 @@ from bot import _output  # noqa: E402
 
 PYTHON = sys.executable
 RESULTS = REPO / "bench" / "results"
-BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
+README = REPO / "README.md"
 REEFGUARD = [PYTHON, "-m", "bot.cli"]
 GIB = 1 << 30
 LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
@@ -490,8 +490,8 @@ def main() -> None:
                         **numbers.get(key, {})}  # fmt: skip
         _output.write(f"### {title}\n\n{header}\n\n{table}\n")
         if key == "a":
-            # The docs' table is (a)'s: docs/benchmarks.md is DOCS's file, left for them to commit.
-            publish(BENCHMARKS_DOC, "perf", table, command)
+            # The README's performance table is (a)'s.
+            publish(README, "perf", table, command)
     RESULTS.mkdir(exist_ok=True)
     stored.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     sections = [f"### {part['title']}\n\n`{part['command']}`, started {part['started']}.\n\n{part['markdown']}"

@@ -15,14 +15,13 @@ from pathlib import Path
 from bot.reef import (
     DEFAULT_PROBES,
     Fingerprint,
-    TokenizingApart,
     adapter_base_reference,
     check_model_files,
     compare,
     fingerprint_model,
     load_for_extraction,
     load_probes,
-    streams,
+    tokenize_apart,
     tokenizer_files,
 )
 from bot.sources import ModelSource, resolve
@@ -97,14 +96,10 @@ def fingerprint(
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
     check_model_files(resolved.path, base=base_path)  # bad files fail here, before any process starts on them
-    files = tokenizer_files(resolved.path, base=base_path)
-    with TokenizingApart(files, probe_set.texts, batch_size=batch_size) as tokenizing:
-        # A streamed model opens with little memory, so it opens while the child tokenizes; a whole model waits
-        # for the tokens, so that the tokenizer's peak never adds to the loaded weights.
-        if not streams(resolved.path, base=base_path, extraction=extraction):
-            tokenizing.result()
-        loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
-        tokens = tokenizing.result()
+    # Before the model loads, so that the tokenizer's peak never adds to the model's. (The check above reads the
+    # config through transformers, which imports torch here first: 0.25 GB beside the child's peak.)
+    tokens = tokenize_apart(tokenizer_files(resolved.path, base=base_path), probe_set.texts, batch_size=batch_size)
+    loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
     logger.info("fingerprinting %s: %d blocks, %d probes", parsed, loaded.n_layers, len(probe_set))
     return fingerprint_model(
         loaded,

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     )
     from bot.reef.probes import DEFAULT_PROBES, ProbeSet, load_probes
     from bot.reef.safetensors import SafetensorsHeader, TensorSpan, byte_count, read_header
-    from bot.reef.streaming import load_for_extraction, streams
-    from bot.reef.tokenizing import TokenizingApart, tokenize_apart
+    from bot.reef.streaming import load_for_extraction
+    from bot.reef.tokenizing import tokenize_apart
     from bot.reef.verdict import (
         MIN_NULL,
         UNRELATED_P,
@@ -101,7 +101,6 @@ _HOMES = {
     "load_probes": "bot.reef.probes",
     "probe_batches": "bot.reef.extraction",
     "token_limit": "bot.reef.extraction",
-    "TokenizingApart": "bot.reef.tokenizing",
     "tokenize_apart": "bot.reef.tokenizing",
     # Loading model files.
     "DTYPES": "bot.reef.loading",
@@ -113,7 +112,6 @@ _HOMES = {
     "adapter_base_reference": "bot.reef.loading",
     "check_model_files": "bot.reef.loading",
     "load_for_extraction": "bot.reef.streaming",
-    "streams": "bot.reef.streaming",
     # Safetensors headers, read through any ``read(offset, length)`` (a file or HTTP Range requests).
     "SafetensorsHeader": "bot.reef.safetensors",
     "TensorSpan": "bot.reef.safetensors",
@@ -145,7 +143,6 @@ __all__ = [  # noqa: RUF022
     "SourceMatch",
     "TensorSpan",
     "TokenizerFiles",
-    "TokenizingApart",
     "UNRELATED_P",
     "Verdict",
     "WEIGHT_FLOOR",
@@ -172,7 +169,6 @@ __all__ = [  # noqa: RUF022
     "read_config",
     "read_header",
     "select_layers",
-    "streams",
     "token_limit",
     "tokenize_apart",
     "tokenizer_files",
