@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import _output
-from bot.errors import ConfigError, ReefguardError
+from bot.errors import ConfigError, ReefguardError, RegistryError
 from bot.exit_codes import FAIL_ON, ExitCode
 from bot.hub import commands as hub_commands
 from bot.options import CHECK_OPTIONS, HUB_ID, MODEL_OPTIONS, REGISTRY, add_options, model_arguments
@@ -149,7 +149,12 @@ def cmd_registry(args: argparse.Namespace) -> ExitCode:
         registry.set_hub_id(args.name, args.hub_id)
         _output.write(f"{args.name}: hub_id {args.hub_id}")
     elif args.action == "calibrate":
-        registry.recalibrate()
+        if not registry.recalibrate():
+            raise RegistryError(
+                f"{registry.root}: no calibration kept: the entries use other probes, or the folder cannot be "
+                "written (see -v)",
+                path=registry.root,
+            )
         _output.write(f"{registry.root}: calibration kept for {len(registry.names())} entries")
     else:
         registry.remove(args.name)

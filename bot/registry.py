@@ -236,15 +236,19 @@ class Registry:
             return
         self._keep_calibration(kept.with_entry(added, sources, everyone))
 
-    def recalibrate(self) -> None:
+    def recalibrate(self) -> bool:
         """Keep a calibration computed from every entry (after entries were copied or edited by hand), or none
-        where the entries use other probes (a check refuses such a registry until one is re-fingerprinted)."""
+        where the entries use other probes (a check refuses such a registry until one is re-fingerprinted).
+
+        Returns:
+            Whether a calibration is kept now (False: other probes, or the folder cannot be written).
+        """
         entries = list(self)
         if not _share_probes(entries):
             shutil.rmtree(self._store, ignore_errors=True)
-            return
+            return False
         measure, conditioned = KEPT_MEASURE
-        self._keep_calibration(calibrate(entries, measure=measure, conditioned=conditioned))
+        return self._keep_calibration(calibrate(entries, measure=measure, conditioned=conditioned))
 
     def set_hub_id(self, name: str, hub_id: str | None) -> None:
         """Record (or, with None, forget) the Hub id of the entry ``name``; its arrays are left as they are.
@@ -260,8 +264,12 @@ class Registry:
             raise RegistryError(f"{self.root}: no entry named {name!r}", path=self.root)
         fingerprint = dataclasses.replace(self._read(folder), hub_id=hub_id)
         staging = folder / f".{META_FILE}.new"
-        staging.write_text(_meta_text(fingerprint), encoding="utf-8")
-        os.replace(staging, folder / META_FILE)
+        try:
+            staging.write_text(_meta_text(fingerprint), encoding="utf-8")
+            os.replace(staging, folder / META_FILE)
+        except OSError as e:
+            staging.unlink(missing_ok=True)
+            raise RegistryError(f"{folder}: cannot write {META_FILE} ({e.strerror})", path=folder) from e
 
     def remove(self, name: str) -> None:
         """Delete an entry.
@@ -280,12 +288,9 @@ class Registry:
             self._keep_calibration(kept.without_entry(name))
 
     def calibration(self, entries: Sequence[Fingerprint], *, measure: str, conditioned: bool) -> Calibration | None:
-        """The kept calibration of ``entries`` (this registry's, as just read), computed here when it is missing,
-        stale or edited (never written: a check only reads the registry); None for a measure other than the kept
-        one (``KEPT_MEASURE``).
-
-        Raises:
-            RegistryError: the entries disagree on probes (as ``compare`` would).
+        """The kept calibration of ``entries`` (this registry's, as just read) when it is current; None when it is
+        missing, stale or edited (the caller computes what it needs: a check only reads the registry) or for a
+        measure other than the kept one (``KEPT_MEASURE``).
         """
         if (measure, conditioned) != KEPT_MEASURE:
             return None
@@ -294,7 +299,7 @@ class Registry:
             return kept
         if kept is not None:
             logger.warning("%s: the kept calibration is stale (entries changed); recomputing it", self._store)
-        return calibrate(entries, measure=measure, conditioned=conditioned)
+        return None
 
     @property
     def _store(self) -> Path:
@@ -312,6 +317,8 @@ class Registry:
             meta_bytes = (store / CALIBRATION_META).read_bytes()
             arrays_bytes = (store / CALIBRATION_ARRAYS).read_bytes()
             meta = json.loads(meta_bytes)
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
             if meta.pop("store_sha256", None) != _store_digest(arrays_bytes, meta):
                 logger.warning("%s: does not match its digest (edited?); recomputing it", store)
                 return None
@@ -326,7 +333,7 @@ class Registry:
             logger.warning("%s: unreadable (%s); recomputing it", store, _one_line(e))
             return None
 
-    def _keep_calibration(self, calibration: Calibration) -> None:
+    def _keep_calibration(self, calibration: Calibration) -> bool:
         """Write the calibration beside the entries (atomically); a registry that cannot be written keeps none."""
         from safetensors.numpy import save
 
@@ -344,6 +351,8 @@ class Registry:
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             logger.info("%s: calibration not kept (%s)", self.root, _one_line(e))
+            return False
+        return True
 
     @staticmethod
     def _write(folder: Path, fingerprint: Fingerprint) -> None:

@@ -258,12 +258,21 @@ def test_the_committed_registry_keeps_a_current_calibration(caplog: pytest.LogCa
     assert "recomputing" not in caplog.text
 
 
+def test_a_calibration_that_is_not_an_object_is_recomputed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = population(tmp_path)
+    suspect = member("suspect", 99, base=0)
+    (registry.root / CALIBRATION_DIR / "calibration.json").write_text('"not a store"', encoding="utf-8")
+    assert compare(suspect, registry).to_dict() == compare(suspect, list(registry)).to_dict()
+    assert "unreadable (not a JSON object); recomputing it" in caplog.text
+
+
 def test_an_entry_with_other_probes_drops_the_calibration(tmp_path: Path) -> None:
     registry = population(tmp_path)
     registry.add(member("odd", 40, probe_sha256="1" * 64))
     assert not (registry.root / CALIBRATION_DIR).exists()
     registry.add(member("ref-new", 41, role="reference"))
     assert not (registry.root / CALIBRATION_DIR).exists()
+    assert registry.recalibrate() is False
     with pytest.raises(RegistryError, match="same --probes"):
         compare(member("suspect", 99), registry)
 
