@@ -24,7 +24,7 @@ import fnmatch
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -654,13 +654,3 @@ def lineage_findings(
             findings.append(Finding(kind=WRONG_DECLARATION, source=source, source_repo=repo,
                                     relation=relation_for("derived"), detail=detail))  # fmt: skip
     return tuple(findings)
-
-
-def candidates_in(results: Iterable[ModelResult]) -> list[Candidate]:
-    """Candidates back from results (to re-annotate or rescan them)."""
-    return [
-        Candidate(
-            repo_id=r.repo_id, sha=r.sha, declared=r.declared, relation=r.relation, gated=r.gated, private=r.private
-        )
-        for r in results
-    ]

@@ -123,6 +123,8 @@ def read_header(read: ReadBytes, file_size: int, *, where: str) -> SafetensorsHe
     if file_size < 8:
         raise ModelLoadError(f"{where}: truncated safetensors file ({file_size} bytes)", source=where)
     first = read(0, min(file_size, FIRST_READ_BYTES))
+    if len(first) < 8:  # a reader (a Range reply) that returned less than the file size promised
+        raise ModelLoadError(f"{where}: truncated safetensors file (read {len(first)} bytes)", source=where)
     header_len = int.from_bytes(first[:8], "little")
     if header_len > file_size - 8 or header_len > MAX_HEADER_BYTES:
         raise ModelLoadError(

@@ -135,3 +135,9 @@ def test_a_remote_header_costs_one_read_and_never_the_tensors() -> None:
     header = read_header(read, len(data), where="remote")
     assert len(header.tensors) == 3000
     assert read.calls == [(0, FIRST_READ_BYTES), (FIRST_READ_BYTES, header.data_start - FIRST_READ_BYTES)]
+
+
+def test_a_remote_reply_shorter_than_promised_is_a_truncated_file() -> None:
+    data = safetensors_bytes(two_tensors((0, 8), (8, 16)), b"\0" * 16)
+    with pytest.raises(ModelLoadError, match=r"remote: truncated safetensors file \(read 3 bytes\)"):
+        read_header(lambda offset, length: data[offset : offset + 3], len(data), where="remote")
