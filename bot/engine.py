@@ -96,8 +96,8 @@ def fingerprint(
     resolved = resolve(parsed, endpoint=endpoint, token=token)
     base_path = _base_path(resolved.path, base, endpoint=endpoint, token=token)
     check_model_files(resolved.path, base=base_path)  # bad files fail here, before any process starts on them
-    # Before the model loads, so that the tokenizer's peak never adds to the model's. (The check above reads the
-    # config through transformers, which imports torch here first: 0.25 GB beside the child's peak.)
+    # Before the model loads, so that the tokenizer's peak never adds to the model's; nothing above imports torch,
+    # which would sit beside the child's peak (0.25 GB).
     tokens = tokenize_apart(tokenizer_files(resolved.path, base=base_path), probe_set.texts, batch_size=batch_size)
     loaded = load_for_extraction(resolved.path, base=base_path, dtype=dtype, extraction=extraction)
     logger.info("fingerprinting %s: %d blocks, %d probes", parsed, loaded.n_layers, len(probe_set))

@@ -352,6 +352,26 @@ def read_config(folder: Path) -> dict[str, Any]:
         ModelLoadError: no or unreadable ``config.json``.
         UnsafeWeightsError: the config names custom code (``auto_map``) or a model type transformers lacks.
     """
+    config = read_config_file(folder)
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise _custom_code(folder, model_type)
+    return config
+
+
+def read_config_file(folder: Path) -> dict[str, Any]:
+    """``read_config`` without asking transformers which model types it has, so without importing torch.
+
+    What checks a model before its tokenizer runs uses this: torch imported there would sit beside the tokenizer
+    child's peak. The child reads the config with ``read_config`` (torch blocked), so an unknown model type is
+    refused there, before anything loads.
+
+    Raises:
+        ModelLoadError: no or unreadable ``config.json``.
+        UnsafeWeightsError: the config names custom code (``auto_map``).
+    """
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(
@@ -361,16 +381,17 @@ def read_config(folder: Path) -> dict[str, Any]:
     config = parse_json(path.read_bytes(), what="config.json", path=path)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path}: not a JSON object", source=str(folder))
-    from transformers import CONFIG_MAPPING
-
-    model_type = config.get("model_type")
-    if "auto_map" in config or model_type not in CONFIG_MAPPING:
-        raise UnsafeWeightsError(
-            f"{folder}: model type {model_type!r} needs custom code (trust_remote_code), which reefguard "
-            "never runs; use a model whose architecture ships with transformers",
-            source=str(folder),
-        )
+    if "auto_map" in config:
+        raise _custom_code(folder, config.get("model_type"))
     return config
+
+
+def _custom_code(folder: Path, model_type: object) -> UnsafeWeightsError:
+    return UnsafeWeightsError(
+        f"{folder}: model type {model_type!r} needs custom code (trust_remote_code), which reefguard "
+        "never runs; use a model whose architecture ships with transformers",
+        source=str(folder),
+    )
 
 
 def _from_pretrained(load: Callable[[], Any], what: str, source: Path) -> Any:
@@ -586,14 +607,14 @@ class SafetensorsLoader:
 def check_safetensors_folder(folder: Path) -> list[Path]:
     """Check a safetensors model folder without loading it, and return its weight files.
 
-    Its config (``read_config``), shard index (``check_shard_index``), every weight file's place
+    Its config (``read_config_file``), shard index (``check_shard_index``), every weight file's place
     (``check_inside``) and header (``check_safetensors``), and the config's sizes against the stored shapes
     (``check_config_fits_weights``).
 
     Raises:
         ModelLoadError, UnsafeWeightsError: as those checks.
     """
-    config = read_config(folder)
+    config = read_config_file(folder)
     files = _weight_files(folder, "*.safetensors")
     check_shard_index(folder)
     shapes: dict[str, Sequence[int]] = {}
@@ -629,7 +650,7 @@ def check_model_files(path: Path, *, base: Path | None = None) -> None:
     elif _weight_files(path, "*.safetensors"):
         check_safetensors_folder(path)
     elif (path / "config.json").is_file():
-        read_config(path)
+        read_config_file(path)
 
 
 def check_shard_index(folder: Path) -> None:

@@ -84,6 +84,27 @@ def test_the_child_never_imports_torch(tiny_llama: Path, few_probes: ProbeSet) -
     assert "torch" not in imported
 
 
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
+def test_checking_a_model_imports_no_torch(model: str, request: pytest.FixtureRequest) -> None:
+    # What runs before the tokenizer child: torch imported here would sit beside the child's peak (0.25 GB).
+    path = request.getfixturevalue(model)
+    code = (
+        "import sys; from pathlib import Path; from bot.reef import check_model_files, tokenizer_files; "
+        f"check_model_files(Path({str(path)!r})); tokenizer_files(Path({str(path)!r})); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_unknown_model_type_is_refused_by_the_child(tiny_llama: Path, tmp_path: Path) -> None:
+    unknown = _copy(tiny_llama, tmp_path / "unknown", "config.json", "tokenizer.json", "tokenizer_config.json")
+    config = json.loads((unknown / "config.json").read_text(encoding="utf-8"))
+    (unknown / "config.json").write_text(json.dumps({**config, "model_type": "no-such-type"}), encoding="utf-8")
+    with pytest.raises(UnsafeWeightsError, match="'no-such-type' needs custom code"):
+        tokenize_apart(tokenizer_files(unknown), ["a probe"], batch_size=1)
+
+
 def _copy(model: Path, folder: Path, *names: str) -> Path:
     folder.mkdir()
     for name in names:
