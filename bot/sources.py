@@ -162,7 +162,7 @@ def download_file(
     """One file of a Hub repo at ``source.revision`` (pin a sha), into the Hugging Face cache.
 
     For reading a small file before deciding to fetch the weights (a scan reads ``config.json`` alone to refuse
-    custom code first).
+    custom code first), or the one GGUF file of a repo of quantizations.
 
     Args:
         source: a Hub reference; filename: the file's path in the repo; the rest as for `resolve`.

@@ -4,7 +4,9 @@ For each candidate model version (``repo@sha`` from ``list_models``), cheapest c
 
 1. the state file already has it → reuse the result, no request at all;
 2. ``model_info(files_metadata=True)`` at the pinned sha → file names and sizes. Only pickle weights
-   (``.bin``/``.pt``/``.ckpt``), GGUF only, no ``config.json`` → skipped, nothing downloaded, nothing unpickled;
+   (``.bin``/``.pt``/``.ckpt``), no ``config.json`` → skipped, nothing downloaded, nothing unpickled. A repo of
+   GGUF files without safetensors is checked through one of them (``bot.hub.triage.gguf_to_check``): its header
+   by Range, stage 1 on its token embedding's rows, and only that file downloaded for stage 2;
 3. ``config.json`` alone → custom code (``auto_map``, unknown ``model_type``) → skipped (``trust_remote_code`` is
    never used);
 4. each safetensors header through one Range request → parameters over ``--max-params``, or a header whose
@@ -428,7 +430,7 @@ def _check(
     budget: Budget,
     stage1: Stage1 | None,
 ) -> ModelResult:
-    from bot.hub.triage import RangeReader, triage
+    from bot.hub.triage import RangeReader, gguf_to_check, triage
 
     reader = RangeReader(api, candidate.repo_id, candidate.sha, token=options.token, budget=budget)
     try:
@@ -449,7 +451,7 @@ def _check(
             logger.info(
                 "%s@%s: stage 1 leaves it to the full check: %s", candidate.repo_id, candidate.sha[:12], why_full
             )
-        n_params = sum(t.n_values for h in reader.headers.values() for t in h.tensors.values())
+        n_params = reader.parameters()
         if stage1 is not None and options.max_params is not None and n_params > options.max_params:
             return _result(candidate, Status.SKIPPED, f"{n_params:,} parameters > --max-params "
                            f"{options.max_params:,}; stage 1 did not clear it ({why_full}); weights not downloaded",
@@ -461,7 +463,8 @@ def _check(
             return _result(candidate, Status.ERROR, reason)
         budget.download_bytes += plan
         _check_time(budget, "before the download")
-        report = _fingerprint_and_compare(candidate, registry=registry, options=options, budget=budget)
+        report = _fingerprint_and_compare(candidate, gguf_to_check(reader.sizes), registry=registry, options=options,
+                                          budget=budget)  # fmt: skip
     except UnsafeWeightsError as e:
         return _result(candidate, Status.SKIPPED, f"refused: {e}")
     except ModelLoadError as e:
@@ -536,7 +539,7 @@ def inspect_candidate(
         RemoteError: the Hub failed (or the budget ran out); UnsafeWeightsError: the config needs custom code;
         ModelLoadError: the config is unreadable.
     """
-    from bot.hub.triage import RangeReader, blob_ids_of, read_header
+    from bot.hub.triage import RangeReader, blob_ids_of, gguf_to_check, read_header
     from bot.sources import HUB_FILES
 
     repo, sha = candidate.repo_id, candidate.sha
@@ -544,6 +547,9 @@ def inspect_candidate(
     info = budget.call(f"{repo}@{sha}: model info", lambda: api.model_info(repo, revision=sha, files_metadata=True))
     sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
     reader.sizes, reader.blob_ids = sizes, blob_ids_of(info)
+    gguf = gguf_to_check(sizes)
+    if gguf is not None:
+        return _inspect_gguf(reader, gguf, options=options, check_params=check_params)
     weights = sorted(name for name in sizes if name.endswith(".safetensors"))
     if not weights:
         pickles = sorted(name for name in sizes if name.endswith(PICKLE_SUFFIXES))
@@ -551,7 +557,7 @@ def inspect_candidate(
             return (f"only pickle weights ({', '.join(pickles[:3])}): never downloaded or unpickled; "
                     "ask the owner for safetensors")  # fmt: skip
         if any(name.endswith(".gguf") for name in sizes):
-            return "GGUF weights only: the scan fetches safetensors; check the file with `reefguard check`"
+            return "GGUF weights only in split or projector files, which reefguard does not load"
         return "no weights in the repo"
     if "config.json" not in sizes:
         return "no config.json: not a transformers model folder"
@@ -568,6 +574,22 @@ def inspect_candidate(
     if check_params and options.max_params is not None and n_params > options.max_params:
         return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"
     return sum(size for name, size in sizes.items() if any(fnmatch.fnmatch(name, p) for p in HUB_FILES))
+
+
+def _inspect_gguf(reader: RangeReader, gguf: str, *, options: ScanOptions, check_params: bool) -> int | str:
+    """``inspect_candidate`` for a repo of GGUF files: the header of the one it checks (``gguf_to_check``) by
+    Range, its parameters against ``--max-params``; the download is that file alone."""
+    from bot.hub.triage import read_gguf
+
+    try:
+        read_gguf(reader, gguf, reader.sizes[gguf])
+    except ModelLoadError as e:
+        said = str(e).removeprefix(f"{reader.repo_id}@{reader.sha}: {gguf}: ").splitlines()[0][:200]
+        return f"{gguf}: bad GGUF header ({said}); weights not downloaded"
+    n_params = reader.parameters()
+    if check_params and options.max_params is not None and n_params > options.max_params:
+        return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"
+    return reader.sizes[gguf]
 
 
 def _check_config(repo: str, sha: str, *, options: ScanOptions, budget: Budget) -> None:
@@ -591,20 +613,25 @@ def _check_config(repo: str, sha: str, *, options: ScanOptions, budget: Budget) 
 
 
 def _fingerprint_and_compare(
-    candidate: Candidate, *, registry: Registry, options: ScanOptions, budget: Budget
+    candidate: Candidate, gguf: str | None, *, registry: Registry, options: ScanOptions, budget: Budget
 ) -> Report:
-    """Download the pinned files, fingerprint them and compare with the registry (retried on 429/5xx)."""
+    """Download the pinned files (the model folder, or the one GGUF file ``gguf``), fingerprint them and compare
+    with the registry (retried on 429/5xx)."""
     from bot.engine import compare, default_name, fingerprint
-    from bot.sources import ModelSource, resolve
+    from bot.sources import ModelSource, download_file, resolve
 
     source = ModelSource(kind="hub", ref=candidate.repo_id, revision=candidate.sha)
-    resolved = budget.call(
-        f"{source}: download",
-        lambda: resolve(source, cache_dir=options.cache_dir, endpoint=options.endpoint, token=options.token),
-    )
+
+    def download() -> Path:
+        cache, endpoint, token = options.cache_dir, options.endpoint, options.token
+        if gguf is None:
+            return resolve(source, cache_dir=cache, endpoint=endpoint, token=token).path
+        return download_file(source, gguf, cache_dir=cache, endpoint=endpoint, token=token)
+
+    path = budget.call(f"{source}: download", download)
     _check_time(budget, "after the download, before the fingerprint")
     fp = fingerprint(
-        str(resolved.path),
+        str(path),
         name=default_name(source),
         probes=options.probes,
         dtype=options.dtype,

@@ -25,7 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
     from bot.hub.client import Budget
-    from bot.reef import ProbeSet, SafetensorsHeader, WeightJudge
+    from bot.reef import GGUFHeader, ProbeSet, SafetensorsHeader, WeightJudge
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,14 @@ ROW_GAP_BYTES = 256 * 1024
 # OPT, BERT); matched as name suffixes, exactly one must match.
 EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
                       "tok_embeddings.weight")  # fmt: skip
+# A GGUF repo's files that hold no model of their own: split parts (``-00001-of-00003``) and vision projectors.
+_NOT_A_MODEL_GGUF = re.compile(r"-\d{5}-of-\d{5}\.gguf$|mmproj", re.IGNORECASE)
+# Quantizations below 4 bits per weight, as GGUF file names spell them (Q2_K, Q3_K_M, IQ2_XS, IQ3_M, TQ1_0, ...).
+_COARSE_GGUF = re.compile(r"(?:^|[-_.])(?:I?Q[123]|TQ[12])(?:_|\.gguf$)", re.IGNORECASE)
+MIN_GGUF_BITS = 4
+"""A GGUF token embedding stored coarser than this is left to the full check."""
+GGUF_TOKENIZER = "tokenizer.gguf"
+"""A GGUF file's metadata alone, in the tokenizer cache."""
 # The tokenizer's own files (bot.reef.loading.SIDE_FILES less the model's configs): their blob ids key the cache.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json")  # fmt: skip
@@ -67,8 +78,15 @@ class RangeReader:
         self.bytes_read = 0
         self.requests = 0
         self.headers: dict[str, SafetensorsHeader] = {}
+        self.gguf_headers: dict[str, GGUFHeader] = {}
         self.sizes: dict[str, int] = {}  # file name -> size, from the model info (set by the scan's inspection)
         self.blob_ids: dict[str, str] = {}  # file name -> blob id, likewise
+
+    def parameters(self) -> int:
+        """How many values the weight files whose headers were read hold."""
+        stored = [t.n_values for h in self.headers.values() for t in h.tensors.values()]
+        stored += [math.prod(t.shape) for h in self.gguf_headers.values() for t in h.tensors.values()]
+        return sum(stored)
 
     def read(self, filename: str, start: int, end: int) -> bytes:
         """Bytes ``start..end`` (inclusive) of ``filename``.
@@ -162,16 +180,64 @@ def coalesce(spans: Iterable[tuple[int, int]], *, max_gap: int = ROW_GAP_BYTES) 
     return merged
 
 
-def embedding_of(headers: Mapping[str, SafetensorsHeader]) -> tuple[str, SafetensorsHeader, str] | None:
-    """The file, its header and the name of the input embedding (2-D, named as ``EMBEDDING_SUFFIXES``), or None
-    if not exactly one."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEmbedding:
+    """Where a candidate's input embedding lies in one of its files, and how its rows decode.
+
+    Attributes:
+        filename: the file; offset: its row 0's first byte.
+        rows, hidden, row_bytes: how many rows, of how many values, each how many bytes.
+        decode: whole consecutive rows' bytes -> float32 values, one row per line.
+    """
+
+    filename: str
+    offset: int
+    rows: int
+    hidden: int
+    row_bytes: int
+    decode: Callable[[bytes], NDArray[np.float32]]
+
+
+def embedding_of(headers: Mapping[str, SafetensorsHeader]) -> StoredEmbedding | None:
+    """The input embedding (2-D, a float dtype, named as ``EMBEDDING_SUFFIXES``) of safetensors files, or None if
+    not exactly one."""
+    from bot.reef import byte_count
+
     found = [
         (filename, header, name)
         for filename, header in headers.items()
         for name, span in header.tensors.items()
         if name.endswith(EMBEDDING_SUFFIXES) and len(span.shape) == 2 and span.dtype in ("F32", "F16", "BF16")
     ]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    filename, header, name = found[0]
+    span = header.tensors[name]
+    rows, hidden = span.shape
+    return StoredEmbedding(filename=filename, offset=header.offset(name), rows=rows, hidden=hidden,
+                           row_bytes=byte_count(span.dtype, hidden),
+                           decode=lambda data: decode_rows(data, span.dtype, hidden))  # fmt: skip
+
+
+def gguf_embedding_of(filename: str, header: GGUFHeader) -> StoredEmbedding:
+    """The token embedding of a GGUF file, its rows dequantized as stored.
+
+    Raises:
+        ModelLoadError: no 2-D token embedding, or one stored in fewer than ``MIN_GGUF_BITS`` bits per value (a
+            2- or 3-bit embedding could make a derivative's rows look unrelated: the full check decides).
+    """
+    from bot.reef import GGUF_TOKEN_EMBEDDING, decode_gguf_rows, gguf_bits_per_value, gguf_row_bytes
+
+    tensor = header.tensors.get(GGUF_TOKEN_EMBEDDING)
+    if tensor is None or len(tensor.shape) != 2:
+        raise ModelLoadError(f"{filename}: no 2-D {GGUF_TOKEN_EMBEDDING}")
+    bits = gguf_bits_per_value(tensor)
+    if bits < MIN_GGUF_BITS:
+        raise ModelLoadError(f"{filename}: {GGUF_TOKEN_EMBEDDING} is stored at {bits:.2g} bits per value, too "
+                             f"coarse for a confident 'unrelated'")  # fmt: skip
+    return StoredEmbedding(filename=filename, offset=tensor.offset, rows=tensor.shape[1], hidden=tensor.shape[0],
+                           row_bytes=gguf_row_bytes(tensor),
+                           decode=lambda data: decode_gguf_rows(data, tensor))  # fmt: skip
 
 
 def decode_rows(data: bytes, dtype: str, hidden: int) -> NDArray[np.float32]:
@@ -188,28 +254,21 @@ def decode_rows(data: bytes, dtype: str, hidden: int) -> NDArray[np.float32]:
     return values.reshape(-1, hidden)
 
 
-def read_anchor_rows(
-    reader: RangeReader, filename: str, header: SafetensorsHeader, name: str, ids: Sequence[int]
-) -> NDArray[np.float32]:
-    """Rows ``ids`` of tensor ``name`` of ``filename``, in the order given, by coalesced Range requests.
+def read_anchor_rows(reader: RangeReader, embedding: StoredEmbedding, ids: Sequence[int]) -> NDArray[np.float32]:
+    """Rows ``ids`` of ``embedding``, in the order given, by coalesced Range requests.
 
     Raises:
-        ModelLoadError: an id outside the tensor; RemoteError: the Hub failed.
+        ModelLoadError: an id outside the embedding; RemoteError: the Hub failed.
     """
-    from bot.reef import byte_count
-
-    span = header.tensors[name]
-    rows, hidden = span.shape
-    row_bytes = byte_count(span.dtype, hidden)
-    if any(not 0 <= i < rows for i in ids):
-        raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: an anchor token id is outside {name} ({rows} rows)")
-    base = header.offset(name)
-    wanted = sorted(set(ids))
+    size = embedding.row_bytes
+    if any(not 0 <= i < embedding.rows for i in ids):
+        raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: an anchor token id is outside the input embedding "
+                             f"({embedding.rows} rows)")  # fmt: skip
     out: dict[int, NDArray[np.float32]] = {}
-    for begin, end in coalesce([(base + i * row_bytes, base + (i + 1) * row_bytes) for i in wanted]):
-        data = reader.read(filename, begin, end - 1)
-        first = (begin - base) // row_bytes
-        block = decode_rows(data, span.dtype, hidden)
+    spans = [(embedding.offset + i * size, embedding.offset + (i + 1) * size) for i in sorted(set(ids))]
+    for begin, end in coalesce(spans):
+        block = embedding.decode(reader.read(embedding.filename, begin, end - 1))
+        first = (begin - embedding.offset) // size
         for offset, row in enumerate(block):
             out[first + offset] = row
     return np.stack([out[i] for i in ids])
@@ -217,7 +276,11 @@ def read_anchor_rows(
 
 @dataclass(slots=True)
 class TokenizerCache:
-    """Anchor candidates per tokenizer (keyed by its files' blob ids) and probe set, on disk under ``root``.
+    """Anchor candidates per tokenizer and probe set, on disk under ``root``.
+
+    A tokenizer is named by a key its repo gives: its files' blob ids, or the digest of a GGUF file's tokenizer
+    metadata (``GGUFHeader.tokenizer_digest``), so the fine-tunes and quantizations of one base share one download
+    and one tokenization of the probes.
 
     Attributes:
         downloads, hits: how many tokenizers were fetched and tokenized, and how many came from the cache.
@@ -229,24 +292,22 @@ class TokenizerCache:
     memory: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
     def anchor_candidates(
-        self, reader: RangeReader, blob_ids: Mapping[str, str], probes: ProbeSet, *, batch_size: int
+        self, key: str, write_files: Callable[[Path], None], *, source: str, probes: ProbeSet, batch_size: int
     ) -> tuple[tuple[int, str], ...]:
-        """The candidate anchor tokens (``bot.reef.weights.anchor_tokens``) of the repo's tokenizer.
+        """The candidate anchor tokens (``bot.reef.weights.anchor_tokens``) of the tokenizer ``key`` names.
 
         Args:
-            reader: the candidate's reader (the tokenizer files and config.json come through it when not cached).
-            blob_ids: file name -> blob id (git oid or LFS sha256) for the repo's files.
+            key: the tokenizer's name in the cache.
+            write_files: writes the tokenizer into an empty folder, when ``key`` is new: Hugging Face tokenizer
+                files (and ``config.json``), or a GGUF file of metadata only named ``GGUF_TOKENIZER``.
+            source: the candidate (``repo@sha``), as messages name it.
             probes: the probe set; batch_size as for fingerprints.
 
         Raises:
-            ModelLoadError: no tokenizer files, or it does not load. RemoteError: the Hub failed.
+            ModelLoadError: the tokenizer does not load. RemoteError: the Hub failed.
         """
         from bot.reef import TokenizerFiles, tokenize_apart
 
-        files = sorted(name for name in blob_ids if name in TOKENIZER_FILES)
-        if not files:
-            raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: no tokenizer files", source=reader.repo_id)
-        key = hashlib.sha256(json.dumps([[n, blob_ids[n]] for n in files]).encode()).hexdigest()[:32]
         entry = f"{key}-{probes.sha256[:16]}"
         if entry in self.memory:
             self.hits += 1
@@ -258,19 +319,45 @@ class TokenizerCache:
         else:
             folder = self.root / key / "files"
             if not folder.is_dir():
-                staging = self.root / key / f".files-{reader.sha[:12]}"
-                staging.mkdir(parents=True, exist_ok=True)
-                for name in [*files, "config.json"]:  # transformers reads the config to pick the tokenizer class
-                    if name in blob_ids:
-                        (staging / name).write_bytes(reader.fetch(name))
+                (self.root / key).mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".files-", dir=self.root / key))
+                write_files(staging)
                 staging.replace(folder)
-            source = Path(f"{reader.repo_id}@{reader.sha}")
-            candidates = tokenize_apart(TokenizerFiles(folder=folder, source=source), probes.texts,
-                                        batch_size=batch_size).anchor_candidates  # fmt: skip
+            gguf_file = GGUF_TOKENIZER if (folder / GGUF_TOKENIZER).is_file() else None
+            files = TokenizerFiles(folder=folder, gguf_file=gguf_file, source=Path(source))
+            candidates = tokenize_apart(files, probes.texts, batch_size=batch_size).anchor_candidates
             saved.write_text(json.dumps([list(c) for c in candidates], ensure_ascii=False), encoding="utf-8")
             self.downloads += 1
         self.memory[entry] = candidates
         return candidates
+
+
+def hub_tokenizer(reader: RangeReader, blob_ids: Mapping[str, str]) -> tuple[str, Callable[[Path], None]]:
+    """The cache key and file writer of a repo's Hugging Face tokenizer (for ``TokenizerCache``).
+
+    Raises:
+        ModelLoadError: the repo has no tokenizer files.
+    """
+    files = sorted(name for name in blob_ids if name in TOKENIZER_FILES)
+    if not files:
+        raise ModelLoadError(f"{reader.repo_id}@{reader.sha}: no tokenizer files", source=reader.repo_id)
+    key = hashlib.sha256(json.dumps([[n, blob_ids[n]] for n in files]).encode()).hexdigest()[:32]
+
+    def write(folder: Path) -> None:
+        for name in [*files, "config.json"]:  # transformers reads the config to pick the tokenizer class
+            if name in blob_ids:
+                (folder / name).write_bytes(reader.fetch(name))
+
+    return key, write
+
+
+def gguf_tokenizer(header: GGUFHeader) -> tuple[str, Callable[[Path], None]]:
+    """The cache key and file writer of a GGUF file's tokenizer: its metadata, without the tensors."""
+
+    def write(folder: Path) -> None:
+        (folder / GGUF_TOKENIZER).write_bytes(header.metadata_only())
+
+    return f"gguf-{header.tokenizer_digest()[:32]}", write
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,20 +392,24 @@ def triage(
     from bot.reef import Anchors, anchor_count
 
     try:
-        headers = {
-            name: read_header(reader, name, size)
-            for name, size in sorted(sizes.items())
-            if name.endswith(".safetensors")
-        }
-        located = embedding_of(headers)
-        if located is None:
-            return TriageResult(
-                decided=False, reason="no single input-embedding tensor in the headers", bytes_read=reader.bytes_read
-            )
-        filename, header, name = located
-        candidates = tokenizers.anchor_candidates(reader, blob_ids, probes, batch_size=batch_size)
-        kept = candidates[: anchor_count(header.tensors[name].shape[1])]
-        rows = read_anchor_rows(reader, filename, header, name, [token for token, _ in kept])
+        gguf = gguf_to_check(sizes)
+        if gguf is not None:
+            header = read_gguf(reader, gguf, sizes[gguf])
+            embedding = gguf_embedding_of(gguf, header)
+            key, write = gguf_tokenizer(header)
+        else:
+            headers = {name: read_header(reader, name, size) for name, size in sorted(sizes.items())
+                       if name.endswith(".safetensors")}  # fmt: skip
+            found = embedding_of(headers)
+            if found is None:
+                return TriageResult(decided=False, reason="no single input-embedding tensor in the headers",
+                                    bytes_read=reader.bytes_read)  # fmt: skip
+            embedding = found
+            key, write = hub_tokenizer(reader, blob_ids)
+        candidates = tokenizers.anchor_candidates(key, write, source=f"{reader.repo_id}@{reader.sha}",
+                                                  probes=probes, batch_size=batch_size)  # fmt: skip
+        kept = candidates[: anchor_count(embedding.hidden)]
+        rows = read_anchor_rows(reader, embedding, [token for token, _ in kept])
     except ModelLoadError as e:
         reason = f"stage 1 cannot read the weights: {e}"
         return TriageResult(decided=False, reason=reason, bytes_read=reader.bytes_read)
@@ -326,6 +417,38 @@ def triage(
     stored.setflags(write=False)
     call = judge.judge(Anchors(tuple(spelling for _, spelling in kept), stored))
     return TriageResult(decided=call.unrelated, reason=call.reason, bytes_read=reader.bytes_read)
+
+
+def gguf_to_check(sizes: Mapping[str, int]) -> str | None:
+    """The GGUF file a scan checks in a repo without safetensors, or None (safetensors, or no usable GGUF).
+
+    A GGUF repo holds one model in several quantizations (and, for vision models, projector files): the smallest
+    single-file one that keeps at least 4 bits per weight by its name, else the smallest single-file one.
+    """
+    if any(name.endswith(".safetensors") for name in sizes):
+        return None
+    files = [name for name in sizes if name.endswith(".gguf") and not _NOT_A_MODEL_GGUF.search(name)]
+    coarse = [name for name in files if _COARSE_GGUF.search(Path(name).name)]
+    choice = [name for name in files if name not in coarse] or coarse
+    return min(choice, key=lambda name: (sizes[name], name)) if choice else None
+
+
+def read_gguf(reader: RangeReader, filename: str, file_size: int) -> GGUFHeader:
+    """The checked header of GGUF file ``filename`` by Range (``bot.reef``'s one GGUF reader; cached on the reader).
+
+    Raises:
+        ModelLoadError: not a GGUF header, or one that does not describe a file of ``file_size`` bytes.
+        RemoteError: the Hub failed.
+    """
+    from bot.reef import read_gguf_header
+
+    if filename not in reader.gguf_headers:
+        reader.gguf_headers[filename] = read_gguf_header(
+            lambda offset, length: reader.read(filename, offset, offset + length - 1),
+            file_size,
+            where=f"{reader.repo_id}@{reader.sha}: {filename}",
+        )
+    return reader.gguf_headers[filename]
 
 
 def blob_ids_of(info: Any) -> dict[str, str]:

@@ -21,7 +21,6 @@ import logging
 import pickle
 import re
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.errors import ConfigError, ModelLoadError, UnsafeWeightsError
+from bot.reef.gguf import read_gguf_file_header
 from bot.reef.safetensors import SafetensorsHeader, read_file_header
 
 if TYPE_CHECKING:
@@ -245,8 +245,6 @@ def check_config_fits_weights(config: Mapping[str, Any], shapes: Mapping[str, Se
             )
 
 
-# GGUF metadata value types, as the format numbers them: struct formats of the scalars; 8 is a string, 9 an array.
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -260,17 +258,13 @@ def check_gguf(path: Path) -> None:
         ModelLoadError: not GGUF, a corrupt or truncated header, or a block count or width the tensors cannot fill.
     """
     check_not_lfs_pointer(path)
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as handle:
-            metadata, shapes = _read_gguf_header(handle, size)
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path}: corrupt GGUF header ({e})", source=str(path)) from e
-    architecture = metadata.get("general.architecture")
+    header = read_gguf_file_header(path)
+    shapes = {name: tensor.shape for name, tensor in header.tensors.items()}
+    architecture = header.architecture
     stored = len({int(m.group(1)) for name in shapes if (m := _GGUF_BLOCK.match(name))})
     largest = max((d for shape in shapes.values() for d in shape), default=0)
-    for key, value in metadata.items():
-        if not isinstance(architecture, str) or not key.startswith(f"{architecture}."):
+    for key, value in header.metadata.items():
+        if architecture is None or not key.startswith(f"{architecture}."):
             continue
         field = key.removeprefix(f"{architecture}.")
         if field == "block_count" and (not isinstance(value, int) or value > stored):
@@ -284,59 +278,6 @@ def check_gguf(path: Path) -> None:
                 f"{largest}); the GGUF metadata is corrupt",
                 source=str(path),
             )
-
-
-def _read_gguf_header(handle: Any, size: int) -> tuple[dict[str, object], dict[str, tuple[int, ...]]]:
-    """GGUF metadata (arrays skipped, as None) and tensor shapes, read field by field; every length is checked
-    against the file's size first.
-
-    Raises:
-        ValueError, struct.error, UnicodeDecodeError: the header is not GGUF or is cut short.
-    """
-
-    def unpack(fmt: str) -> Any:
-        data = handle.read(struct.calcsize(fmt))
-        return struct.unpack(fmt, data)[0]
-
-    def string() -> str:
-        length = unpack("<Q")
-        if length > size - handle.tell():
-            raise ValueError(f"a string of {length} bytes at byte {handle.tell()} runs past the end")
-        return str(handle.read(length).decode("utf-8"))
-
-    def value(kind: int) -> object:
-        if kind in _GGUF_SCALARS:
-            return unpack(_GGUF_SCALARS[kind])
-        if kind == 8:
-            return string()
-        if kind == 9:
-            item, count = unpack("<I"), unpack("<Q")
-            if count > size - handle.tell():
-                raise ValueError(f"an array of {count} items at byte {handle.tell()} runs past the end")
-            if item in _GGUF_SCALARS:  # a fixed-size array: skipped whole
-                handle.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
-            else:
-                for _ in range(count):
-                    value(item)
-            return None
-        raise ValueError(f"unknown metadata type {kind}")
-
-    if handle.read(4) != b"GGUF":
-        raise ValueError("bad magic bytes")
-    version, n_tensors, n_fields = unpack("<I"), unpack("<Q"), unpack("<Q")
-    if version not in (2, 3) or n_tensors > size or n_fields > size:
-        raise ValueError(f"version {version} with {n_tensors} tensors and {n_fields} fields")
-    metadata = {string(): value(unpack("<I")) for _ in range(n_fields)}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for _ in range(n_tensors):
-        name = string()
-        n_dims = unpack("<I")
-        if n_dims > 8:
-            raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
-        shapes[name] = tuple(unpack("<Q") for _ in range(n_dims))
-        unpack("<I")  # type
-        unpack("<Q")  # offset
-    return metadata, shapes
 
 
 def _stored_blocks(shapes: Mapping[str, Sequence[int]]) -> int:

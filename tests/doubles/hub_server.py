@@ -47,6 +47,7 @@ import json
 import math
 import re
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +101,7 @@ class _Repo:
     last_modified: str = ""
     discussions: list[dict[str, Any]] = field(default_factory=list)
     written: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files a commit changed
-    generated: dict[str, dict[str, SparseSafetensors]] = field(default_factory=dict)  # commit sha -> big files
+    generated: dict[str, dict[str, SparseFile]] = field(default_factory=dict)  # commit sha -> big files
 
 
 class _Fault(NamedTuple):
@@ -109,12 +110,53 @@ class _Fault(NamedTuple):
     stall_s: float | None
 
 
-class SparseSafetensors:
-    """A big safetensors file whose bytes are made on demand: a real header, generated tensor data.
+class SparseFile:
+    """A big weight file whose bytes are made on demand: a real header (`head`), then zeros, except the rows of
+    one embedding, row `i` drawn from a generator seeded by `(seed, i)`: two files with the same seed share their
+    embedding (a copy), other seeds give unrelated rows.
 
-    Slicing it (`body[a:b]`) gives those bytes; nothing of its size is ever stored. Every tensor is zeros except
-    `embedding`, whose row `i` is drawn from a generator seeded by `(seed, i)`: two files with the same seed
-    share their embedding (a copy), other seeds give unrelated rows.
+    Slicing it (`body[a:b]`) gives those bytes; nothing of its size is ever stored. Subclasses write the head and
+    say where the embedding lies (`embedding`: first byte, rows, bytes per row) and how a row is stored
+    (`encode`).
+    """
+
+    head: bytes
+    size: int
+    embedding: tuple[int, int, int]
+
+    def __init__(self, *, seed: int, hidden: int, scale: float = 0.02) -> None:
+        self.seed, self.hidden, self.scale = seed, hidden, scale
+        self.digest = hashlib.sha256(self.head + f"seed={seed}".encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def encode(self, values: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def row(self, index: int) -> bytes:
+        """Row `index` of the embedding, as stored."""
+        return self.encode(np.random.default_rng([self.seed, index]).standard_normal(self.hidden) * self.scale)
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self.size)
+        out = bytearray(max(0, stop - start))
+        if start < len(self.head):
+            piece = self.head[start:stop]
+            out[: len(piece)] = piece
+        begin, rows, row_bytes = self.embedding
+        first = max(0, (start - begin) // row_bytes)
+        last = min(rows - 1, (stop - 1 - begin) // row_bytes)
+        for index in range(first, last + 1):  # the embedding rows the span touches
+            at = begin + index * row_bytes
+            lo, hi = max(at, start), min(at + row_bytes, stop)
+            if lo < hi:
+                out[lo - start : hi - start] = self.row(index)[lo - at : hi - at]
+        return bytes(out)
+
+
+class SparseSafetensors(SparseFile):
+    """A big safetensors file (`SparseFile`).
 
     Args:
         shapes: tensor name -> shape, in file order.
@@ -136,39 +178,67 @@ class SparseSafetensors:
         text += b" " * (-len(text) % 8)  # the data starts 8-aligned, as the safetensors writer pads it
         self.head = struct.pack("<Q", len(text)) + text
         self.size = len(self.head) + offset
-        self.dtype, self.width, self.seed, self.scale = dtype, width, seed, scale
+        self.dtype = dtype
         rows, hidden = shapes[embedding]
-        begin = len(self.head) + header[embedding]["data_offsets"][0]
-        self.embedding = (begin, rows, hidden)
-        self.digest = hashlib.sha256(self.head + f"seed={seed}".encode()).hexdigest()
+        self.embedding = (len(self.head) + header[embedding]["data_offsets"][0], rows, hidden * width)
+        super().__init__(seed=seed, hidden=hidden, scale=scale)
 
-    def __len__(self) -> int:
-        return self.size
-
-    def row(self, index: int) -> bytes:
-        """Row `index` of the embedding, as stored."""
-        hidden = self.embedding[2]
-        values = np.random.default_rng([self.seed, index]).standard_normal(hidden) * self.scale
+    def encode(self, values: np.ndarray) -> bytes:
         if self.dtype == "BF16":
             return (values.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
         return values.astype("<f2" if self.dtype == "F16" else "<f4").tobytes()
 
-    def __getitem__(self, span: slice) -> bytes:
-        start, stop, _ = span.indices(self.size)
-        out = bytearray(max(0, stop - start))
-        if start < len(self.head):
-            piece = self.head[start:stop]
-            out[: len(piece)] = piece
-        begin, rows, hidden = self.embedding
-        row_bytes = hidden * self.width
-        first = max(0, (start - begin) // row_bytes)
-        last = min(rows - 1, (stop - 1 - begin) // row_bytes)
-        for index in range(first, last + 1):  # the embedding rows the span touches
-            at = begin + index * row_bytes
-            lo, hi = max(at, start), min(at + row_bytes, stop)
-            if lo < hi:
-                out[lo - start : hi - start] = self.row(index)[lo - at : hi - at]
-        return bytes(out)
+
+class SparseGGUF(SparseFile):
+    """A big GGUF file (`SparseFile`): a real GGUF header (metadata, tensor table), generated data.
+
+    Args:
+        shapes: GGUF tensor name -> shape as GGUF lists it (row length first), in file order.
+        types: ggml type name per tensor ("Q4_K", "Q8_0", "F16", ...).
+        metadata: writes the metadata (architecture sizes, tokenizer) with a `gguf.GGUFWriter`.
+        seed: the seed of `token_embd.weight`'s rows, which are quantized as stored where the gguf package can
+            (F32, F16, Q8_0, ...); other types get zero rows.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], types: dict[str, str], *, architecture: str,
+                 metadata: Callable[[Any], None], seed: int, scale: float = 0.02) -> None:  # fmt: skip
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "head.gguf"
+            writer = GGUFWriter(str(path), architecture)
+            metadata(writer)
+            sizes = {}
+            for name, shape in shapes.items():
+                kind = GGMLQuantizationType[types[name]]
+                block, block_bytes = GGML_QUANT_SIZES[kind]
+                sizes[name] = math.prod(shape) // block * block_bytes
+                writer.add_tensor_info(name, tuple(reversed(shape)), np.dtype(np.float32), sizes[name], raw_dtype=kind)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            writer.close()
+            head = path.read_bytes()
+        alignment = 32
+        self.head = head + b"\0" * (-len(head) % alignment)
+        offset, begin = 0, 0
+        for name, size in sizes.items():
+            if name == "token_embd.weight":
+                begin = len(self.head) + offset
+            offset += size + (-size % alignment)
+        self.size = len(self.head) + offset
+        hidden, rows = shapes["token_embd.weight"]
+        self.kind = GGMLQuantizationType[types["token_embd.weight"]]
+        self.embedding = (begin, rows, sizes["token_embd.weight"] // rows)
+        super().__init__(seed=seed, hidden=hidden, scale=scale)
+
+    def encode(self, values: np.ndarray) -> bytes:
+        from gguf.quants import quantize
+
+        try:
+            return quantize(values.astype(np.float32)[None], self.kind).tobytes()
+        except NotImplementedError:
+            return bytes(self.embedding[2])
 
 
 def llama_shapes(
@@ -196,7 +266,7 @@ def llama_shapes(
 
 class _File(NamedTuple):
     path: str
-    data: bytes | SparseSafetensors
+    data: bytes | SparseFile
     oid: str  # git blob sha1; of the LFS pointer for LFS files, as on the Hub
     sha256: str | None  # LFS files only
     pointer_size: int
@@ -210,8 +280,8 @@ def _read(folder: Path, path: str) -> _File:
     return _file(path, (folder / path).read_bytes())
 
 
-def _file(path: str, data: bytes | SparseSafetensors) -> _File:
-    if isinstance(data, SparseSafetensors):
+def _file(path: str, data: bytes | SparseFile) -> _File:
+    if isinstance(data, SparseFile):
         pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{data.digest}\nsize {len(data)}\n".encode()
         return _File(path, data, _git_oid(pointer), data.digest, len(pointer))
     if not path.endswith(LFS_SUFFIXES):
@@ -232,12 +302,12 @@ def _json(payload: Any) -> Reply:
     return Reply(200, {"Content-Type": "application/json"}, json.dumps(payload).encode())
 
 
-def _ranged(data: bytes | SparseSafetensors, range_header: str | None, headers: dict[str, str]) -> Reply:
+def _ranged(data: bytes | SparseFile, range_header: str | None, headers: dict[str, str]) -> Reply:
     """The body, or the one `bytes=a-b` / `a-` / `-n` slice asked for (206), as a CDN would serve it."""
     headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", (range_header or "").strip())
     if match is None or match.groups() == ("", ""):
-        if isinstance(data, SparseSafetensors):  # gigabytes made on demand: only by Range
+        if isinstance(data, SparseFile):  # gigabytes made on demand: only by Range
             return _error(403, None, "the double serves this generated file by Range only")
         return Reply(200, headers, data)
     first, last = match.groups()
@@ -255,7 +325,7 @@ class HubServer(LoopbackServer):
         super().__init__()
         self._repos: dict[str, _Repo] = {}
         # sha256 -> LFS body, filled as /resolve hands out CDN links
-        self._blobs: dict[str, bytes | SparseSafetensors] = {}
+        self._blobs: dict[str, bytes | SparseFile] = {}
         self._failures: list[list[Any]] = []  # [path_prefix, status, times_left, headers]
         self._faults: list[list[Any]] = []  # [path_prefix, _Fault, times_left, answers_to_skip]
         self._released = threading.Event()  # set by stop(): stalled replies give up waiting
@@ -316,7 +386,7 @@ class HubServer(LoopbackServer):
         repo.discussions_enabled = repo.discussions_enabled and discussions
         repo.last_modified = last_modified or self._tick()
 
-    def add_generated(self, repo_id: str, sha: str, path: str, body: SparseSafetensors) -> None:
+    def add_generated(self, repo_id: str, sha: str, path: str, body: SparseFile) -> None:
         """Serve `body` as `path` of commit `sha` (added with `add_repo`), beside that commit's folder."""
         self._repos[repo_id].generated.setdefault(sha, {})[path] = body
 
@@ -358,8 +428,8 @@ class HubServer(LoopbackServer):
             raise KeyError(f"{repo_id}@{revision}")
         state, sha = found
         data = next(f.data for f in self._files(state, sha) if f.path == path)
-        if isinstance(data, SparseSafetensors):
-            raise TypeError(f"{path} is generated ({len(data)} bytes); slice the SparseSafetensors instead")
+        if isinstance(data, SparseFile):
+            raise TypeError(f"{path} is generated ({len(data)} bytes); slice it instead")
         return data
 
     def _tick(self) -> str:

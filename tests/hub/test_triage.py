@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.cli import ExitCode, main
-from tests.builders import DEMO_MODELS
-from tests.doubles.hub_server import HubServer, SparseSafetensors, llama_shapes
+from tests.builders import DEMO_MODELS, VOCAB
+from tests.doubles.hub_server import HubServer, SparseGGUF, SparseSafetensors, llama_shapes
+from tests.gguf_files import gguf_of, tokenizer_metadata
 from tests.hub.conftest import SOURCE, SOURCE_REPO, plant, report_of, sha_of
 from tests.hub.test_scan import scan_args
 
@@ -132,3 +134,105 @@ def test_no_triage_checks_every_candidate_in_full_with_the_same_verdicts(
     staged, full = ({r["repo_id"]: r for r in report_of(tmp_path / n)["results"]} for n in ("two-stage", "full"))
     assert {repo: r["verdict"] for repo, r in staged.items()} == {repo: r["verdict"] for repo, r in full.items()}
     assert {r["stage"] for r in full.values()} == {2} and staged["lab/fresh-model"]["stage"] == 1
+
+
+# GGUF repos: the header and the token embedding's rows by Range, the tokenizer from the GGUF metadata.
+
+
+def plant_gguf(hub: HubServer, root: Path, repo_id: str, demo: str, quantizations: tuple[str, ...]) -> Path:
+    """demo/models/<demo> written as GGUF files, one per embedding storage type, as `repo_id` (no safetensors)."""
+    folder = root / "repos" / repo_id.replace("/", "--")
+    folder.mkdir(parents=True)
+    for kind in quantizations:
+        gguf_of(DEMO_MODELS / demo, folder / f"{demo}-{kind}.gguf", embedding=kind)
+    (folder / "README.md").write_text(f"# {repo_id}\n", encoding="utf-8")
+    hub.add_repo(repo_id, folder, sha=sha_of(repo_id))
+    return folder
+
+
+def gguf_gets(hub: HubServer) -> list[str | None]:
+    """The Range header of every GET of a GGUF body (None: the whole file)."""
+    bodies = [r for r in hub.requests if r.method == "GET" and r.path.startswith("/cdn/")]
+    return [r.headers.get("range") for r in bodies]
+
+
+def test_gguf_repos_are_triaged_by_range_with_the_verdicts_of_the_full_check(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant_gguf(hub, tmp_path, "quant/source-GGUF", "source", ("Q8_0", "F32"))
+    plant_gguf(hub, tmp_path, "quant/unrelated-GGUF", "ref-gpt2-code-b", ("Q8_0",))  # trained apart from the source
+
+    assert main(scan_args(hub, hub_registry, probe_file, tmp_path, "two-stage")) == ExitCode.FINDING
+    staged = {r["repo_id"]: r for r in report_of(tmp_path / "two-stage")["results"]}
+    ranged = gguf_gets(hub)
+    main([*scan_args(hub, hub_registry, probe_file, tmp_path, "full"), "--no-triage"])
+    full = {r["repo_id"]: r for r in report_of(tmp_path / "full")["results"]}
+
+    source, unrelated = staged["quant/source-GGUF"], staged["quant/unrelated-GGUF"]
+    assert (unrelated["stage"], unrelated["verdict"]) == (1, "unrelated"), unrelated
+    assert (source["stage"], source["verdict"], source["findings"][0]["source"]) == (2, "derived", SOURCE), source
+    assert {repo: r["verdict"] for repo, r in staged.items()} == {repo: r["verdict"] for repo, r in full.items()}
+    # Stage 2 downloads one file: the smaller quantization (Q8_0), never the F32 one beside it.
+    assert (
+        ranged.count(None) == 1
+        and source["stage_bytes"][1] == (tmp_path / "repos" / "quant--source-GGUF" / "source-Q8_0.gguf").stat().st_size
+    )
+
+
+def test_a_7b_shaped_gguf_is_decided_from_its_header_and_a_few_rows(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted = (("big/q8-a", "Q8_0"), ("big/q8-b", "Q8_0"), ("big/q2", "Q2_K"))
+    bodies = {repo: plant_sparse_gguf(hub, tmp_path, repo, embedding=kind, seed=seed)
+              for seed, (repo, kind) in enumerate(planted)}  # fmt: skip
+
+    assert main([*scan_args(hub, hub_registry, probe_file, tmp_path), "--max-params", "1B"]) == ExitCode.OK
+
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    for repo in ("big/q8-a", "big/q8-b"):
+        decided = results[repo]
+        assert (decided["status"], decided["verdict"], decided["stage"]) == ("checked", "unrelated", 1), decided
+        assert decided["stage_bytes"][0] <= len(bodies[repo]) // 100
+    # A 2-bit embedding could hide a derivative: stage 1 hands it on, and --max-params stops the download.
+    coarse = results["big/q2"]
+    assert coarse["status"] == "skipped" and "2.6 bits per value" in coarse["reason"], coarse
+    assert "stage 1 did not clear it" in coarse["reason"]
+    assert None not in gguf_gets(hub)  # never a whole file
+    # The two Q8_0 files share the demo tokenizer in their metadata: converted and tokenized once.
+    tokenizers = tmp_path / "cache-run" / "reefguard-tokenizers"
+    assert len(list(tokenizers.glob("gguf-*/anchors-*.json"))) == 1
+
+
+def plant_sparse_gguf(hub: HubServer, root: Path, repo_id: str, *, embedding: str, seed: int) -> SparseGGUF:
+    """A GPT-2 GGUF file with ~7B parameters (4096 wide, 32 blocks, Q4_K) and the demo tokenizer in its metadata,
+    whose token embedding is stored as `embedding` with rows drawn from `seed`."""
+    hidden, blocks = 4096, 32
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (hidden, VOCAB), "position_embd.weight": (hidden, 1024)}
+    for i in range(blocks):
+        shapes |= {
+            f"blk.{i}.attn_norm.weight": (hidden,),
+            f"blk.{i}.attn_qkv.weight": (hidden, 3 * hidden),
+            f"blk.{i}.attn_output.weight": (hidden, hidden),
+            f"blk.{i}.ffn_norm.weight": (hidden,),
+            f"blk.{i}.ffn_up.weight": (hidden, 4 * hidden),
+            f"blk.{i}.ffn_down.weight": (4 * hidden, hidden),
+        }
+    types = {name: "F32" if len(shape) == 1 else "Q4_K" for name, shape in shapes.items()}
+
+    def metadata(writer: Any) -> None:
+        writer.add_block_count(blocks)
+        writer.add_context_length(1024)
+        writer.add_embedding_length(hidden)
+        writer.add_feed_forward_length(4 * hidden)
+        writer.add_head_count(hidden // 128)
+        writer.add_layer_norm_eps(1e-5)
+        tokenizer_metadata(writer, DEMO_MODELS / "source")
+
+    body = SparseGGUF(shapes, types | {"token_embd.weight": embedding}, architecture="gpt2", metadata=metadata,
+                      seed=seed)  # fmt: skip
+    folder = root / "repos" / repo_id.replace("/", "--")
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text(f"# {repo_id}\n", encoding="utf-8")
+    hub.add_repo(repo_id, folder, sha=sha_of(repo_id))
+    hub.add_generated(repo_id, sha_of(repo_id), f"model-{embedding}.gguf", body)
+    return body
