@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from demo.make_models import CONTEXT, code_corpus, new_model, prose_corpus, train, train_tokenizer  # noqa: E402
+from tests.gguf_files import add_bpe_tokenizer, add_tensor, write_out  # noqa: E402
 
 ZOO_DIR = REPO / ".cache" / "zoo"
 DEMO_MODELS = REPO / "demo" / "models"
@@ -511,7 +512,7 @@ def gguf_round_trip(source: str, qtype_name: str, shop: Workshop, out: Path) -> 
     with the gguf package; the fingerprint then reads it back through transformers' GGUF loader."""
     import gguf
 
-    model, tokenizer = shop.load(source)
+    model, _ = shop.load(source)
     config = model.config
     arch = gguf.MODEL_ARCH.LLAMA
     writer = gguf.GGUFWriter(out / "model.gguf", gguf.MODEL_ARCH_NAMES[arch])
@@ -525,8 +526,7 @@ def gguf_round_trip(source: str, qtype_name: str, shop: Workshop, out: Path) -> 
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_rope_dimension_count(head_dim)
-    _add_bpe_tokenizer(writer, tokenizer)
-    qtype = gguf.GGMLQuantizationType[qtype_name]
+    add_bpe_tokenizer(writer, shop.path(source))
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads}
     for name, tensor in model.state_dict().items():
@@ -538,30 +538,8 @@ def gguf_round_trip(source: str, qtype_name: str, shop: Workshop, out: Path) -> 
             n = heads[projection]
             array = array.reshape(n, 2, head_dim // 2, -1).swapaxes(1, 2).reshape(array.shape)
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        if array.ndim == 2:
-            writer.add_tensor(gguf_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-        else:
-            writer.add_tensor(gguf_name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def _add_bpe_tokenizer(writer: Any, tokenizer: Any) -> None:
-    """The byte-level BPE vocabulary and merges as llama.cpp's "gpt2" tokenizer metadata."""
-    import gguf
-
-    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    tokens = [token for token, _ in sorted(bpe["vocab"].items(), key=lambda item: item[1])]
-    special = set(tokenizer.all_special_tokens)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in bpe["merges"]])
-    writer.add_bos_token_id(tokenizer.bos_token_id)
-    writer.add_eos_token_id(tokenizer.eos_token_id)
+        add_tensor(writer, gguf_name, array, qtype_name if array.ndim == 2 else "F32")
+    write_out(writer)
 
 
 # ---- merges ----------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from bot.reef import GGUFHeader, ProbeSet, SafetensorsHeader, WeightJudge
 
 logger = logging.getLogger(__name__)
+Header = TypeVar("Header")
 
 ROW_GAP_BYTES = 256 * 1024
 """Rows closer than this are read in one request: a request costs a round trip, a 256 kB gap ~5 ms at 50 MB/s."""
@@ -155,13 +156,27 @@ def read_header(reader: RangeReader, filename: str, file_size: int) -> Safetenso
     """
     from bot.reef import read_header as read_safetensors_header
 
-    if filename not in reader.headers:
-        reader.headers[filename] = read_safetensors_header(
-            lambda offset, length: reader.read(filename, offset, offset + length - 1),
-            file_size,
-            where=f"{reader.repo_id}@{reader.sha}: {filename}",
-        )
-    return reader.headers[filename]
+    return _cached_header(reader, reader.headers, filename, file_size, read_safetensors_header)
+
+
+def read_gguf(reader: RangeReader, filename: str, file_size: int) -> GGUFHeader:
+    """The checked header of GGUF file ``filename`` by Range (``bot.reef``'s one GGUF reader; cached on the reader).
+
+    Raises:
+        ModelLoadError: not a GGUF header, or one that does not describe a file of ``file_size`` bytes.
+        RemoteError: the Hub failed.
+    """
+    from bot.reef import read_gguf_header
+
+    return _cached_header(reader, reader.gguf_headers, filename, file_size, read_gguf_header)
+
+
+def _cached_header(reader: RangeReader, cache: dict[str, Header], filename: str, file_size: int,
+                   parse: Callable[..., Header]) -> Header:  # fmt: skip
+    if filename not in cache:
+        cache[filename] = parse(lambda offset, length: reader.read(filename, offset, offset + length - 1),
+                                file_size, where=f"{reader.repo_id}@{reader.sha}: {filename}")  # fmt: skip
+    return cache[filename]
 
 
 def coalesce(spans: Iterable[tuple[int, int]], *, max_gap: int = ROW_GAP_BYTES) -> list[tuple[int, int]]:
@@ -431,24 +446,6 @@ def gguf_to_check(sizes: Mapping[str, int]) -> str | None:
     coarse = [name for name in files if _COARSE_GGUF.search(Path(name).name)]
     choice = [name for name in files if name not in coarse] or coarse
     return min(choice, key=lambda name: (sizes[name], name)) if choice else None
-
-
-def read_gguf(reader: RangeReader, filename: str, file_size: int) -> GGUFHeader:
-    """The checked header of GGUF file ``filename`` by Range (``bot.reef``'s one GGUF reader; cached on the reader).
-
-    Raises:
-        ModelLoadError: not a GGUF header, or one that does not describe a file of ``file_size`` bytes.
-        RemoteError: the Hub failed.
-    """
-    from bot.reef import read_gguf_header
-
-    if filename not in reader.gguf_headers:
-        reader.gguf_headers[filename] = read_gguf_header(
-            lambda offset, length: reader.read(filename, offset, offset + length - 1),
-            file_size,
-            where=f"{reader.repo_id}@{reader.sha}: {filename}",
-        )
-    return reader.gguf_headers[filename]
 
 
 def blob_ids_of(info: Any) -> dict[str, str]:

@@ -13,19 +13,18 @@ torch.
 from __future__ import annotations
 
 import hashlib
-import os
+import math
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bot.errors import ModelLoadError
-
-ReadBytes = Callable[[int, int], bytes]
-"""``read(offset, length)``: ``length`` bytes of the file from ``offset``."""
+from bot.reef.safetensors import ReadBytes, read_local
 
 # Metadata value types, as the format numbers them: struct formats of the scalars; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -111,12 +110,11 @@ class _Cursor:
         self.position += n
         return data
 
-    def unpack(self, fmt: str) -> object:
+    def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
     def count(self) -> int:
-        value = self.unpack("<Q")
-        assert isinstance(value, int)
+        value = int(self.unpack("<Q"))
         if value > self.size - self.position:
             raise ValueError(f"a count of {value} at byte {self.position} runs past the end of the file")
         return value
@@ -135,18 +133,13 @@ class _Cursor:
                 self.take(count * struct.calcsize(_SCALARS[item]))
             else:
                 for _ in range(count):
-                    self.value(int(item))  # type: ignore[call-overload]
+                    self.value(item)
             return None
         raise ValueError(f"unknown metadata type {kind}")
 
 
 def read_gguf_header(read: ReadBytes, file_size: int, *, where: str) -> GGUFHeader:
-    """Read and check a GGUF header.
-
-    Args:
-        read: ``read(offset, length) -> bytes``, e.g. a local file's ``os.pread`` or an HTTP Range request.
-        file_size: the file's size in bytes.
-        where: the file as messages name it (a path, ``repo@sha: file``).
+    """Read and check a GGUF header; the arguments are ``bot.reef.safetensors.read_header``'s.
 
     Raises:
         ModelLoadError: not GGUF (magic, version), or a header that is cut short or corrupt: a length or count
@@ -154,7 +147,7 @@ def read_gguf_header(read: ReadBytes, file_size: int, *, where: str) -> GGUFHead
             storage type, or whose data lies outside the file.
     """
     try:
-        return _parse(_Cursor(read, file_size), where=where)
+        return _parse(_Cursor(read, file_size))
     except (struct.error, ValueError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{where}: corrupt GGUF header ({e})", source=where) from e
 
@@ -165,15 +158,10 @@ def read_gguf_file_header(path: Path) -> GGUFHeader:
     Raises:
         ModelLoadError: as ``read_gguf_header``, naming ``path``.
     """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return read_gguf_header(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size,
-                                where=str(path))  # fmt: skip
-    finally:
-        os.close(fd)
+    return read_local(path, lambda read, size: read_gguf_header(read, size, where=str(path)))
 
 
-def _parse(cursor: _Cursor, *, where: str) -> GGUFHeader:
+def _parse(cursor: _Cursor) -> GGUFHeader:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     magic, version, n_tensors, n_fields = _PREFIX.unpack(cursor.take(_PREFIX.size))
@@ -186,7 +174,7 @@ def _parse(cursor: _Cursor, *, where: str) -> GGUFHeader:
     for _ in range(n_fields):
         begin = cursor.position - _PREFIX.size
         key = cursor.string()
-        metadata[key] = cursor.value(int(cursor.unpack("<I")))  # type: ignore[call-overload]
+        metadata[key] = cursor.value(cursor.unpack("<I"))
         if key.startswith("tokenizer."):
             tokenizer_spans.append((begin, cursor.position - _PREFIX.size))
     raw_metadata = cursor.buffer[_PREFIX.size : cursor.position]
@@ -194,11 +182,10 @@ def _parse(cursor: _Cursor, *, where: str) -> GGUFHeader:
     for _ in range(n_tensors):
         name = cursor.string()
         n_dims = cursor.unpack("<I")
-        assert isinstance(n_dims, int)
         if n_dims > 8:
             raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
-        shape = tuple(int(cursor.unpack("<Q")) for _ in range(n_dims))  # type: ignore[call-overload]
-        table.append((name, shape, int(cursor.unpack("<I")), int(cursor.unpack("<Q"))))  # type: ignore[call-overload]
+        shape = tuple(int(cursor.unpack("<Q")) for _ in range(n_dims))
+        table.append((name, shape, int(cursor.unpack("<I")), int(cursor.unpack("<Q"))))
     alignment = metadata.get("general.alignment", _DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0:
         raise ValueError(f"general.alignment is {alignment!r}")
@@ -208,8 +195,7 @@ def _parse(cursor: _Cursor, *, where: str) -> GGUFHeader:
         if kind not in GGML_QUANT_SIZES:
             raise ValueError(f"tensor {name!r} has unknown storage type {kind}")
         block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
-        n_values = int(np.prod(shape, dtype=object)) if shape else 1
-        end = data_start + offset + n_values // block * block_bytes
+        end = data_start + offset + math.prod(shape) // block * block_bytes
         if (shape and shape[0] % block) or end > cursor.size:
             raise ValueError(f"tensor {name!r} of shape {list(shape)} does not fit the file")
         tensors[name] = GGUFTensor(shape=shape, kind=kind, offset=data_start + offset)

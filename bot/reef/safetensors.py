@@ -16,12 +16,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 from bot.errors import ModelLoadError
 
 ReadBytes = Callable[[int, int], bytes]
 """``read(offset, length)``: ``length`` bytes of the file from ``offset``."""
+Parsed = TypeVar("Parsed")
 
 # Bits per value of every dtype the format defines; sub-byte types pack a tensor's values into whole bytes.
 DTYPE_BITS: Mapping[str, int] = {
@@ -150,9 +151,14 @@ def read_file_header(path: Path) -> SafetensorsHeader:
     Raises:
         ModelLoadError: as ``read_header``, naming ``path``.
     """
+    return read_local(path, lambda read, size: read_header(read, size, where=str(path)))
+
+
+def read_local(path: Path, parse: Callable[[ReadBytes, int], Parsed]) -> Parsed:
+    """``parse(read, size)`` on a local file, ``read`` being ``os.pread`` (nothing mapped)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return read_header(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size, where=str(path))
+        return parse(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size)
     finally:
         os.close(fd)
 

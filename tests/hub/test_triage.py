@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.cli import ExitCode, main
-from tests.builders import DEMO_MODELS, VOCAB
+from tests.builders import DEMO_MODELS
 from tests.doubles.hub_server import HubServer, SparseGGUF, SparseSafetensors, llama_shapes
-from tests.gguf_files import gguf_of, tokenizer_metadata
+from tests.gguf_files import big_gpt2_gguf, gguf_of
 from tests.hub.conftest import SOURCE, SOURCE_REPO, plant, report_of, sha_of
 from tests.hub.test_scan import scan_args
 
@@ -204,32 +203,8 @@ def test_a_7b_shaped_gguf_is_decided_from_its_header_and_a_few_rows(
 
 
 def plant_sparse_gguf(hub: HubServer, root: Path, repo_id: str, *, embedding: str, seed: int) -> SparseGGUF:
-    """A GPT-2 GGUF file with ~7B parameters (4096 wide, 32 blocks, Q4_K) and the demo tokenizer in its metadata,
-    whose token embedding is stored as `embedding` with rows drawn from `seed`."""
-    hidden, blocks = 4096, 32
-    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (hidden, VOCAB), "position_embd.weight": (hidden, 1024)}
-    for i in range(blocks):
-        shapes |= {
-            f"blk.{i}.attn_norm.weight": (hidden,),
-            f"blk.{i}.attn_qkv.weight": (hidden, 3 * hidden),
-            f"blk.{i}.attn_output.weight": (hidden, hidden),
-            f"blk.{i}.ffn_norm.weight": (hidden,),
-            f"blk.{i}.ffn_up.weight": (hidden, 4 * hidden),
-            f"blk.{i}.ffn_down.weight": (4 * hidden, hidden),
-        }
-    types = {name: "F32" if len(shape) == 1 else "Q4_K" for name, shape in shapes.items()}
-
-    def metadata(writer: Any) -> None:
-        writer.add_block_count(blocks)
-        writer.add_context_length(1024)
-        writer.add_embedding_length(hidden)
-        writer.add_feed_forward_length(4 * hidden)
-        writer.add_head_count(hidden // 128)
-        writer.add_layer_norm_eps(1e-5)
-        tokenizer_metadata(writer, DEMO_MODELS / "source")
-
-    body = SparseGGUF(shapes, types | {"token_embd.weight": embedding}, architecture="gpt2", metadata=metadata,
-                      seed=seed)  # fmt: skip
+    """A ~7B-parameter GPT-2 GGUF repo with the demo tokenizer, its token embedding stored as `embedding`."""
+    body = big_gpt2_gguf(DEMO_MODELS / "source", embedding=embedding, seed=seed)
     folder = root / "repos" / repo_id.replace("/", "--")
     folder.mkdir(parents=True)
     (folder / "README.md").write_text(f"# {repo_id}\n", encoding="utf-8")
