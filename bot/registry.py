@@ -44,7 +44,16 @@ import numpy as np
 import yaml
 
 from bot.errors import ConfigError, RegistryError
-from bot.reef import Anchors, Calibration, Fingerprint, calibrate, entries_digest, pack_grams, unpack_grams
+from bot.reef import (
+    Anchors,
+    Calibration,
+    Fingerprint,
+    calibrate,
+    entries_digest,
+    pack_grams,
+    share_probes,
+    unpack_grams,
+)
 
 META_FILE = "meta.yaml"
 GRAMS_FILE = "grams.safetensors"
@@ -230,7 +239,7 @@ class Registry:
         added = self._read(self.root / name)  # as a check will read it: Grams rounded to float16
         sources = [null.source for null in kept.sources]
         everyone = list(self) if added.role == "source" else []
-        if not _share_probes((*sources, *everyone, added)):
+        if not share_probes((*sources, *everyone, added)):
             logger.info("%s: %s uses other probes than the registry; calibration dropped", self._store, name)
             shutil.rmtree(self._store, ignore_errors=True)
             return
@@ -244,7 +253,7 @@ class Registry:
             Whether a calibration is kept now (False: other probes, or the folder cannot be written).
         """
         entries = list(self)
-        if not _share_probes(entries):
+        if not share_probes(entries):
             shutil.rmtree(self._store, ignore_errors=True)
             return False
         measure, conditioned = KEPT_MEASURE
@@ -452,7 +461,3 @@ def _read_anchors(folder: Path) -> Anchors | None:
     rows = load_file(str(folder / ANCHOR_ROWS_FILE))["rows"].astype(np.float32)
     rows.setflags(write=False)
     return Anchors(tuple(tokens), rows)
-
-
-def _share_probes(entries: Sequence[Fingerprint]) -> bool:
-    return len({(fp.probe_sha256, fp.standardize) for fp in entries}) <= 1

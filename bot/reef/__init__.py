@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         fingerprint_model,
         pack_grams,
         select_layers,
+        share_probes,
         unpack_grams,
     )
     from bot.reef.gguf import (
@@ -95,6 +96,7 @@ _HOMES = {
     "fingerprint_model": "bot.reef.fingerprint",
     "pack_grams": "bot.reef.fingerprint",
     "select_layers": "bot.reef.fingerprint",
+    "share_probes": "bot.reef.fingerprint",
     "unpack_grams": "bot.reef.fingerprint",
     # Similarity measures and weight evidence.
     "MEASURES": "bot.reef.cka",
@@ -190,6 +192,7 @@ __all__ = [  # noqa: RUF022
     "read_gguf_header",
     "read_header",
     "select_layers",
+    "share_probes",
     "token_limit",
     "tokenize_apart",
     "tokenizer_files",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -147,6 +147,12 @@ class Fingerprint:
         if fingerprint_digest(stack, basis, str(values["probe_sha256"]), anchors) != values["digest"]:
             raise RegistryError(f"fingerprint {values['name']!r}: arrays do not match the recorded digest")
         return cls(grams=stack, probe_basis=basis, anchors=anchors, **values)
+
+
+def share_probes(entries: Iterable[Fingerprint]) -> bool:
+    """Whether ``entries`` were all taken on one probe set, standardized alike: only then are their Grams
+    comparable."""
+    return len({(entry.probe_sha256, entry.standardize) for entry in entries}) <= 1
 
 
 def select_layers(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from bot.reef.fingerprint import Fingerprint
+from bot.reef.fingerprint import Fingerprint, share_probes
 from bot.reef.verdict import reasons
 from bot.reef.verdict.calibration import Calibrated, entries_digest, weight_null
 from bot.reef.verdict.nulls import holm, unrelated_masks
@@ -31,7 +31,7 @@ class WeightJudge:
     def __init__(self, registry: Iterable[Fingerprint]) -> None:
         entries = list(registry)
         stored = None
-        if isinstance(registry, Calibrated) and _one_probe_set(entries):  # else only the weights can be calibrated
+        if isinstance(registry, Calibrated) and share_probes(entries):  # else only the weights can be calibrated
             stored = registry.calibration(entries, measure="linear", conditioned=True)
         if stored is not None and stored.entries_digest == entries_digest(entries):
             self.sources = [null.source for null in stored.sources]
@@ -63,7 +63,3 @@ class WeightJudge:
         if adjusted[closest] < UNRELATED_P:
             return WeightJudgement(unrelated=False, reason=reasons.judge_not_cleared(described), evidence=found)
         return WeightJudgement(unrelated=True, reason=reasons.judge_cleared(len(found), described), evidence=found)
-
-
-def _one_probe_set(entries: Sequence[Fingerprint]) -> bool:
-    return len({(entry.probe_sha256, entry.standardize) for entry in entries}) <= 1
