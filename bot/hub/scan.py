@@ -584,8 +584,8 @@ def _inspect_gguf(reader: RangeReader, gguf: str, *, options: ScanOptions, check
     try:
         read_gguf(reader, gguf, reader.sizes[gguf])
     except ModelLoadError as e:
-        said = str(e).removeprefix(f"{reader.repo_id}@{reader.sha}: {gguf}: ").splitlines()[0][:200]
-        return f"{gguf}: bad GGUF header ({said}); weights not downloaded"
+        said = str(e).removeprefix(f"{reader.repo_id}@{reader.sha}: ").splitlines()[0][:200]
+        return f"{said}; weights not downloaded"
     n_params = reader.parameters()
     if check_params and options.max_params is not None and n_params > options.max_params:
         return f"{n_params:,} parameters > --max-params {options.max_params:,}; weights not downloaded"

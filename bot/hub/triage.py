@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +53,12 @@ ROW_GAP_BYTES = 256 * 1024
 # OPT, BERT); matched as name suffixes, exactly one must match.
 EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight",
                       "tok_embeddings.weight")  # fmt: skip
-# A GGUF repo's files that hold no model of their own: split parts (``-00001-of-00003``) and vision projectors.
-_NOT_A_MODEL_GGUF = re.compile(r"-\d{5}-of-\d{5}\.gguf$|mmproj", re.IGNORECASE)
-# Quantizations below 4 bits per weight, as GGUF file names spell them (Q2_K, Q3_K_M, IQ2_XS, IQ3_M, TQ1_0, ...).
-_COARSE_GGUF = re.compile(r"(?:^|[-_.])(?:I?Q[123]|TQ[12])(?:_|\.gguf$)", re.IGNORECASE)
+# A GGUF repo's files that are not a model on their own: split parts (``-00001-of-00003``), vision projectors,
+# importance matrices and LoRA adapters.
+_NOT_A_MODEL_GGUF = re.compile(r"-\d{5}-of-\d{5}\.gguf$|mmproj|imatrix|(?:^|[-_./])(?:lora|adapter)(?:[-_./]|$)",
+                               re.IGNORECASE)  # fmt: skip
+# Quantizations below 4 bits per weight, as GGUF file or folder names spell them (Q2_K, Q3_K_M, IQ2_XS, TQ1_0).
+_COARSE_GGUF = re.compile(r"(?:^|[-_./])(?:I?Q[123]|TQ[12])(?:_|\.gguf$|/)", re.IGNORECASE)
 MIN_GGUF_BITS = 4
 """A GGUF token embedding stored coarser than this is left to the full check."""
 GGUF_TOKENIZER = "tokenizer.gguf"
@@ -86,7 +88,7 @@ class RangeReader:
     def parameters(self) -> int:
         """How many values the weight files whose headers were read hold."""
         stored = [t.n_values for h in self.headers.values() for t in h.tensors.values()]
-        stored += [math.prod(t.shape) for h in self.gguf_headers.values() for t in h.tensors.values()]
+        stored += [t.n_values for h in self.gguf_headers.values() for t in h.tensors.values()]
         return sum(stored)
 
     def read(self, filename: str, start: int, end: int) -> bytes:
@@ -336,7 +338,11 @@ class TokenizerCache:
             if not folder.is_dir():
                 (self.root / key).mkdir(parents=True, exist_ok=True)
                 staging = Path(tempfile.mkdtemp(prefix=".files-", dir=self.root / key))
-                write_files(staging)
+                try:
+                    write_files(staging)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
                 staging.replace(folder)
             gguf_file = GGUF_TOKENIZER if (folder / GGUF_TOKENIZER).is_file() else None
             files = TokenizerFiles(folder=folder, gguf_file=gguf_file, source=Path(source))
@@ -437,13 +443,15 @@ def triage(
 def gguf_to_check(sizes: Mapping[str, int]) -> str | None:
     """The GGUF file a scan checks in a repo without safetensors, or None (safetensors, or no usable GGUF).
 
-    A GGUF repo holds one model in several quantizations (and, for vision models, projector files): the smallest
-    single-file one that keeps at least 4 bits per weight by its name, else the smallest single-file one.
+    A GGUF repo holds one model in several quantizations, and maybe files that are no model on their own (split
+    parts, vision projectors, importance matrices, LoRA adapters): the smallest model file that keeps at least 4
+    bits per weight by its name, else the smallest model file.
     """
     if any(name.endswith(".safetensors") for name in sizes):
         return None
-    files = [name for name in sizes if name.endswith(".gguf") and not _NOT_A_MODEL_GGUF.search(name)]
-    coarse = [name for name in files if _COARSE_GGUF.search(Path(name).name)]
+    files = [name for name, size in sizes.items()
+             if name.endswith(".gguf") and size > 0 and not _NOT_A_MODEL_GGUF.search(name)]  # fmt: skip
+    coarse = [name for name in files if _COARSE_GGUF.search(name)]
     choice = [name for name in files if name not in coarse] or coarse
     return min(choice, key=lambda name: (sizes[name], name)) if choice else None
 

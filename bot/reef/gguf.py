@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.errors import ModelLoadError
-from bot.reef.safetensors import ReadBytes, read_local
+from bot.reef.safetensors import MAX_HEADER_BYTES, ReadBytes, read_local
 
 # Metadata value types, as the format numbers them: struct formats of the scalars; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -48,6 +48,15 @@ class GGUFTensor:
     shape: tuple[int, ...]
     kind: int
     offset: int
+
+    @property
+    def n_values(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def n_bytes(self) -> int:
+        block, block_bytes = _block(self)
+        return self.n_values // block * block_bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +108,8 @@ class _Cursor:
     def take(self, n: int) -> bytes:
         if n > self.size - self.position:
             raise ValueError(f"{n} bytes at byte {self.position} run past the end of the file")
+        if self.position + n > MAX_HEADER_BYTES:
+            raise ValueError(f"the header runs past {MAX_HEADER_BYTES:,} bytes")
         while len(self.buffer) < self.position + n:
             want = min(max(self.chunk, self.position + n - len(self.buffer)), self.size - len(self.buffer))
             got = self.read(len(self.buffer), want)
@@ -113,27 +124,30 @@ class _Cursor:
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
-    def count(self) -> int:
+    def length(self) -> int:
+        """A string's length or an array's item count: at most the bytes left in the file."""
         value = int(self.unpack("<Q"))
         if value > self.size - self.position:
-            raise ValueError(f"a count of {value} at byte {self.position} runs past the end of the file")
+            raise ValueError(f"a length of {value} at byte {self.position} runs past the end of the file")
         return value
 
     def string(self) -> str:
-        return self.take(self.count()).decode("utf-8")
+        return self.take(self.length()).decode("utf-8")
 
-    def value(self, kind: int) -> object:
+    def value(self, kind: int, *, in_array: bool = False) -> object:
         if kind in _SCALARS:
             return self.unpack(_SCALARS[kind])
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            item, count = self.unpack("<I"), self.count()
+            if in_array:  # tokenizers and sizes are flat arrays; nesting is refused before it can recurse deep
+                raise ValueError(f"an array of arrays at byte {self.position}")
+            item, count = self.unpack("<I"), self.length()
             if item in _SCALARS:  # fixed-size items: skipped whole
                 self.take(count * struct.calcsize(_SCALARS[item]))
             else:
                 for _ in range(count):
-                    self.value(item)
+                    self.value(item, in_array=True)
             return None
         raise ValueError(f"unknown metadata type {kind}")
 
@@ -143,8 +157,9 @@ def read_gguf_header(read: ReadBytes, file_size: int, *, where: str) -> GGUFHead
 
     Raises:
         ModelLoadError: not GGUF (magic, version), or a header that is cut short or corrupt: a length or count
-            past the end of the file, an unknown metadata type, a tensor of more than 8 dimensions, of an unknown
-            storage type, or whose data lies outside the file.
+            past the end of the file, a header longer than ``MAX_HEADER_BYTES``, an array of arrays, an unknown
+            metadata type, a tensor of more than 8 dimensions, of an unknown storage type, with a dimension of 0,
+            or whose data lies outside the file.
     """
     try:
         return _parse(_Cursor(read, file_size))
@@ -162,7 +177,7 @@ def read_gguf_file_header(path: Path) -> GGUFHeader:
 
 
 def _parse(cursor: _Cursor) -> GGUFHeader:
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf import GGML_QUANT_SIZES
 
     magic, version, n_tensors, n_fields = _PREFIX.unpack(cursor.take(_PREFIX.size))
     if magic != b"GGUF":
@@ -194,11 +209,10 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
     for name, shape, kind, offset in table:
         if kind not in GGML_QUANT_SIZES:
             raise ValueError(f"tensor {name!r} has unknown storage type {kind}")
-        block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
-        end = data_start + offset + math.prod(shape) // block * block_bytes
-        if (shape and shape[0] % block) or end > cursor.size:
+        tensor = GGUFTensor(shape=shape, kind=kind, offset=data_start + offset)
+        if 0 in shape or (shape and shape[0] % _block(tensor)[0]) or tensor.offset + tensor.n_bytes > cursor.size:
             raise ValueError(f"tensor {name!r} of shape {list(shape)} does not fit the file")
-        tensors[name] = GGUFTensor(shape=shape, kind=kind, offset=data_start + offset)
+        tensors[name] = tensor
     return GGUFHeader(metadata=metadata, tensors=tensors, raw_metadata=raw_metadata, n_fields=n_fields,
                       tokenizer_spans=tuple(tokenizer_spans), version=version)  # fmt: skip
 
@@ -225,9 +239,11 @@ def decode_gguf_rows(data: bytes, tensor: GGUFTensor) -> NDArray[np.float32]:
     from gguf.quants import dequantize
 
     kind = GGMLQuantizationType(tensor.kind)
-    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, gguf_row_bytes(tensor))
+    size = gguf_row_bytes(tensor)
+    if len(data) % size:
+        raise ModelLoadError(f"{len(data)} bytes are not whole rows of {size} bytes")
     try:
-        values = dequantize(raw, kind)
+        values = dequantize(np.frombuffer(data, dtype=np.uint8).reshape(-1, size), kind)
     except NotImplementedError as e:
         raise ModelLoadError(f"cannot dequantize {kind.name} rows: {e}") from e
     return np.asarray(values, dtype=np.float32).reshape(-1, tensor.shape[0])

@@ -7,6 +7,7 @@ embedding rows, and never ask for a whole weight file. Small derivatives go on t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import ExitCode, main
+from bot.hub.triage import gguf_to_check
 from tests.builders import DEMO_MODELS
 from tests.doubles.hub_server import HubServer, SparseGGUF, SparseSafetensors, llama_shapes
 from tests.gguf_files import big_gpt2_gguf, gguf_of
@@ -149,10 +151,10 @@ def plant_gguf(hub: HubServer, root: Path, repo_id: str, demo: str, quantization
     return folder
 
 
-def gguf_gets(hub: HubServer) -> list[str | None]:
-    """The Range header of every GET of a GGUF body (None: the whole file)."""
+def body_gets(hub: HubServer) -> list[tuple[str, str | None]]:
+    """The path and Range header of every GET of a file body (None: the whole file)."""
     bodies = [r for r in hub.requests if r.method == "GET" and r.path.startswith("/cdn/")]
-    return [r.headers.get("range") for r in bodies]
+    return [(r.path, r.headers.get("range")) for r in bodies]
 
 
 def test_gguf_repos_are_triaged_by_range_with_the_verdicts_of_the_full_check(
@@ -163,7 +165,7 @@ def test_gguf_repos_are_triaged_by_range_with_the_verdicts_of_the_full_check(
 
     assert main(scan_args(hub, hub_registry, probe_file, tmp_path, "two-stage")) == ExitCode.FINDING
     staged = {r["repo_id"]: r for r in report_of(tmp_path / "two-stage")["results"]}
-    ranged = gguf_gets(hub)
+    whole = [path for path, ranged in body_gets(hub) if ranged is None]
     main([*scan_args(hub, hub_registry, probe_file, tmp_path, "full"), "--no-triage"])
     full = {r["repo_id"]: r for r in report_of(tmp_path / "full")["results"]}
 
@@ -172,10 +174,8 @@ def test_gguf_repos_are_triaged_by_range_with_the_verdicts_of_the_full_check(
     assert (source["stage"], source["verdict"], source["findings"][0]["source"]) == (2, "derived", SOURCE), source
     assert {repo: r["verdict"] for repo, r in staged.items()} == {repo: r["verdict"] for repo, r in full.items()}
     # Stage 2 downloads one file: the smaller quantization (Q8_0), never the F32 one beside it.
-    assert (
-        ranged.count(None) == 1
-        and source["stage_bytes"][1] == (tmp_path / "repos" / "quant--source-GGUF" / "source-Q8_0.gguf").stat().st_size
-    )
+    q8 = (tmp_path / "repos" / "quant--source-GGUF" / "source-Q8_0.gguf").read_bytes()
+    assert whole == [f"/cdn/{hashlib.sha256(q8).hexdigest()}"] and source["stage_bytes"][1] == len(q8)
 
 
 def test_a_7b_shaped_gguf_is_decided_from_its_header_and_a_few_rows(
@@ -191,12 +191,13 @@ def test_a_7b_shaped_gguf_is_decided_from_its_header_and_a_few_rows(
     for repo in ("big/q8-a", "big/q8-b"):
         decided = results[repo]
         assert (decided["status"], decided["verdict"], decided["stage"]) == ("checked", "unrelated", 1), decided
-        assert decided["stage_bytes"][0] <= len(bodies[repo]) // 100
+        # The first 1 MB read holds the header; then the anchor rows: at most 512 rows of 4,352 bytes (Q8_0).
+        assert decided["stage_bytes"][0] <= 2**20 + 512 * 4352 < len(bodies[repo]) // 1000
     # A 2-bit embedding could hide a derivative: stage 1 hands it on, and --max-params stops the download.
     coarse = results["big/q2"]
     assert coarse["status"] == "skipped" and "2.6 bits per value" in coarse["reason"], coarse
     assert "stage 1 did not clear it" in coarse["reason"]
-    assert None not in gguf_gets(hub)  # never a whole file
+    assert all(ranged for _, ranged in body_gets(hub))  # never a whole file
     # The two Q8_0 files share the demo tokenizer in their metadata: converted and tokenized once.
     tokenizers = tmp_path / "cache-run" / "reefguard-tokenizers"
     assert len(list(tokenizers.glob("gguf-*/anchors-*.json"))) == 1
@@ -211,3 +212,20 @@ def plant_sparse_gguf(hub: HubServer, root: Path, repo_id: str, *, embedding: st
     hub.add_repo(repo_id, folder, sha=sha_of(repo_id))
     hub.add_generated(repo_id, sha_of(repo_id), f"model-{embedding}.gguf", body)
     return body
+
+
+@pytest.mark.parametrize(
+    ("files", "checked"),
+    [
+        # a quantization repo: the smallest file of at least 4 bits, whatever else is beside it
+        ({"m-Q2_K.gguf": 10, "m-IQ3_XS.gguf": 12, "m-Q4_K_M.gguf": 20, "m-Q8_0.gguf": 40, "m-f16.gguf": 80,
+          "mmproj-m-f16.gguf": 5, "imatrix.gguf": 1, "m-lora-f16.gguf": 3, "README.md": 1}, "m-Q4_K_M.gguf"),
+        ({"Q2_K/model.gguf": 10, "Q4_K_M/model.gguf": 20}, "Q4_K_M/model.gguf"),  # quantizations in folders
+        ({"Flora-7B-Q4_K_M.gguf": 20, "empty.gguf": 0}, "Flora-7B-Q4_K_M.gguf"),
+        ({"m-Q2_K.gguf": 10, "m-Q3_K_M.gguf": 12}, "m-Q2_K.gguf"),  # only coarse ones: the smallest
+        ({"m-00001-of-00002.gguf": 10, "m-00002-of-00002.gguf": 10}, None),  # split parts are not loaded
+        ({"model.safetensors": 10, "m-Q4_K_M.gguf": 5}, None),  # safetensors win
+    ],
+)  # fmt: skip
+def test_the_gguf_file_a_scan_checks(files: dict[str, int], checked: str | None) -> None:
+    assert gguf_to_check(files) == checked

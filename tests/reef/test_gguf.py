@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,58 @@ def test_a_cut_file_is_refused_in_one_line(demo_gguf: Path, cut: int, needle: st
     with pytest.raises(ModelLoadError, match=needle) as caught:
         read_gguf_header(lambda offset, length: data[offset : offset + length], len(data), where="repo@sha: x.gguf")
     assert str(caught.value).startswith("repo@sha: x.gguf: corrupt GGUF header (") and "\n" not in str(caught.value)
+
+
+def _header(*fields: bytes, tensors: bytes = b"", n_tensors: int = 0) -> bytes:
+    """A GGUF v3 prefix with these raw metadata fields and tensor table entries."""
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, len(fields)) + b"".join(fields) + tensors
+
+
+def _string(text: str) -> bytes:
+    return struct.pack("<Q", len(text)) + text.encode()
+
+
+def _tensor(name: str, shape: tuple[int, ...], kind: int = 0, offset: int = 0) -> bytes:
+    return (
+        _string(name)
+        + struct.pack("<I", len(shape))
+        + struct.pack(f"<{len(shape)}Q", *shape)
+        + struct.pack("<IQ", kind, offset)
+    )
+
+
+def _nested(depth: int) -> bytes:
+    inner = struct.pack("<IQ", 4, 0)  # an empty array of u32
+    for _ in range(depth):
+        inner = struct.pack("<IQ", 9, 1) + inner
+    return _string("deep") + struct.pack("<I", 9) + inner
+
+
+HOSTILE = {
+    # 10 GiB claimed inside a 20 GiB file: refused before a byte of it is asked for
+    "huge-string": (_header(_string("general.name") + struct.pack("<IQ", 8, 10 * 2**30)), "runs past 100,000,000"),
+    "huge-array": (_header(_string("a") + struct.pack("<IIQ", 9, 0, 10 * 2**30)), "runs past 100,000,000"),
+    "nested-arrays": (_header(_nested(5000)), "an array of arrays"),
+    "zero-dimension": (_header(tensors=_tensor("t", (0, 10)), n_tensors=1), "does not fit the file"),
+    "unknown-type": (_header(tensors=_tensor("t", (32,), kind=250), n_tensors=1), "unknown storage type 250"),
+    "nine-dimensions": (_header(tensors=_tensor("t", (1,) * 9), n_tensors=1), "9 dimensions"),
+    "zero-alignment": (_header(_string("general.alignment") + struct.pack("<II", 4, 0)), "general.alignment is 0"),
+    "unknown-metadata-type": (_header(_string("x") + struct.pack("<I", 99)), "unknown metadata type 99"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_header_is_refused_without_reading_what_it_claims(case: str) -> None:
+    prefix, needle = HOSTILE[case]
+    size = 20 * 2**30
+    asked: list[int] = []
+
+    def read(offset: int, length: int) -> bytes:  # the prefix, then zeros: a file of 20 GiB that is never stored
+        asked.append(length)
+        if length > 2**27:
+            raise AssertionError(f"asked for {length} bytes")
+        return (prefix[offset : offset + length]).ljust(length, b"\0")
+
+    with pytest.raises(ModelLoadError, match=needle):
+        read_gguf_header(read, size, where="repo@sha: x.gguf")
+    assert sum(asked) <= 2**27
