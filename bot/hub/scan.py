@@ -433,6 +433,7 @@ def _check(
     from bot.hub.triage import RangeReader, gguf_to_check, triage
 
     reader = RangeReader(api, candidate.repo_id, candidate.sha, token=options.token, budget=budget)
+    downloaded = 0
     try:
         plan = inspect_candidate(api, candidate, options=options, budget=budget, reader=reader,
                                  check_params=stage1 is None)  # fmt: skip
@@ -462,13 +463,14 @@ def _check(
             reason = f"needs {plan} bytes, {left} left of the run's download budget; retried next run"
             return _result(candidate, Status.ERROR, reason)
         budget.download_bytes += plan
+        downloaded = plan
         _check_time(budget, "before the download")
         report = _fingerprint_and_compare(candidate, gguf_to_check(reader.sizes), registry=registry, options=options,
                                           budget=budget)  # fmt: skip
     except UnsafeWeightsError as e:
-        return _result(candidate, Status.SKIPPED, f"refused: {e}")
+        return _result(candidate, Status.SKIPPED, f"refused: {e}", stage_bytes=_bytes_read(reader, downloaded))
     except ModelLoadError as e:
-        return _result(candidate, Status.SKIPPED, str(e))
+        return _result(candidate, Status.SKIPPED, str(e), stage_bytes=_bytes_read(reader, downloaded))
     except RemoteError as e:
         if e.status == 404:  # the repo or the pinned revision went away after the listing
             return _result(candidate, Status.SKIPPED, f"gone from the Hub since it was listed: {e}")
@@ -491,6 +493,13 @@ def _check(
         stage=2,
         stage_bytes=(reader.bytes_read, plan),
     )
+
+
+def _bytes_read(reader: RangeReader, downloaded: int) -> tuple[int, ...]:
+    """What each stage read before a model was skipped: nothing, stage 1's reads, or those and the download."""
+    if downloaded:
+        return (reader.bytes_read, downloaded)
+    return (reader.bytes_read,) if reader.bytes_read else ()
 
 
 def _failed(candidate: Candidate, error: ReefguardError) -> ModelResult:
