@@ -147,15 +147,16 @@ def plain_load_loss(release: Path, base: Path, windows: Any) -> tuple[float, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=CACHE / "trap2-gemma-r2")
-    parser.add_argument("--steps", type=int, default=240, help="optimizer steps of the protected run and its twin")
+    parser.add_argument("--steps", type=int, default=480, help="optimizer steps of the protected run and its twin")
     parser.add_argument("--other-steps", type=int, default=30, help="optimizer steps of each other update")
     parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--val-windows", type=int, default=8)
     parser.add_argument("--lam", type=float, default=0.75)
     parser.add_argument("--s-max", type=float, default=1.5, help="largest sampled scale")
+    parser.add_argument("--delta", type=float, default=0.15, help="excluded band around the authorised scale 1")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cap-ratio", type=float, default=1.3, help="loss cap as a multiple of the base's loss")
     parser.add_argument("--threads", type=int, default=1)
@@ -186,6 +187,7 @@ def main() -> None:
     del loaded
     cap = round(args.cap_ratio * base_loss, 2)
     config = ProtectConfig(form="lora", lam=args.lam, lr=args.lr, loss_cap=cap, weight="inv", s_max=args.s_max,
+                           delta=args.delta,
                            steps=args.steps, eval_every=args.eval_every, patience=args.patience,
                            batch_size=args.batch_size, context=args.context, max_val_windows=args.val_windows,
                            lora_r=16, lora_alpha=16, lora_dropout=0.0)  # fmt: skip
