@@ -12,6 +12,12 @@ each candidate stage 1 reads:
 3. the embedding rows of the anchor tokens, rows closer than ``ROW_GAP_BYTES`` read in one request
    (``coalesce``): anchor tokens are frequent, low ids, so a 7B model's 244 rows take a handful of requests.
 
+A repo of GGUF files (no safetensors) is read the same way through one of them (``gguf_to_check``): its header
+(``read_gguf``: ``bot.reef``'s one GGUF reader), the tokenizer built from the header's metadata alone (keyed by
+a digest of its ``tokenizer.*`` entries, so a model's quantizations share it), and the token embedding's anchor
+rows, each a whole number of quantization blocks, dequantized as stored. An embedding coarser than
+``MIN_GGUF_BITS`` per value goes to stage 2.
+
 The suspect's ``Anchors`` are then judged against every registry source by the weights alone
 (``bot.reef.verdict.WeightJudge``, the rules ``check`` applies to the weights). A confident "unrelated" (every
 source's adjusted weight p-value >= ``UNRELATED_P``) ends the candidate; a match,
