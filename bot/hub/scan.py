@@ -387,11 +387,19 @@ def check_candidate(
 ) -> ModelResult:
     """Inspect, triage (stage 1, when ``stage1`` is given), fingerprint and compare (stage 2) one model version.
 
-    Every failure becomes a skip or error result; a checked result says which stage decided and the bytes each
-    stage read (stage 1: config, headers, tokenizer when not cached, anchor rows; stage 2: the download). No
-    text of the result names a folder of the scanning machine (``_without_local_paths``).
+    Every failure becomes a skip or error result, a defect met on this model's files too (logged with its
+    traceback, retried next run); only the run's own settings or registry (``ConfigError``, ``RegistryError``)
+    stop the scan. A checked result says which stage decided and the bytes each stage read (stage 1: config,
+    headers, tokenizer when not cached, anchor rows; stage 2: the download). No text of the result names a folder
+    of the scanning machine (``_without_local_paths``).
     """
-    result = _check(api, candidate, registry=registry, options=options, budget=budget, stage1=stage1)
+    try:
+        result = _check(api, candidate, registry=registry, options=options, budget=budget, stage1=stage1)
+    except (ConfigError, RegistryError):
+        raise
+    except Exception as e:  # one model must not stop a scan of thousands, nor every later run at the same model
+        logger.exception("%s@%s: unexpected error", candidate.repo_id, candidate.sha[:12])
+        result = _result(candidate, Status.ERROR, f"unexpected {type(e).__name__} ({e}); retried next run")
     return _without_local_paths(result, options)
 
 

@@ -222,15 +222,18 @@ class StoredEmbedding:
 
 
 def embedding_of(headers: Mapping[str, SafetensorsHeader]) -> StoredEmbedding | None:
-    """The input embedding (2-D, a float dtype, named as ``EMBEDDING_SUFFIXES``) of safetensors files, or None if
-    not exactly one."""
+    """The input embedding (2-D and not empty, a float dtype, named as ``EMBEDDING_SUFFIXES``) of safetensors files,
+    or None if not exactly one."""
     from bot.reef import byte_count
 
     found = [
         (filename, header, name)
         for filename, header in headers.items()
         for name, span in header.tensors.items()
-        if name.endswith(EMBEDDING_SUFFIXES) and len(span.shape) == 2 and span.dtype in ("F32", "F16", "BF16")
+        if name.endswith(EMBEDDING_SUFFIXES)
+        and len(span.shape) == 2
+        and 0 not in span.shape
+        and span.dtype in ("F32", "F16", "BF16")
     ]
     if len(found) != 1:
         return None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,36 @@ def test_merging_a_shard_twice_is_refused(
     code = main(["hub", "merge-reports", str(tmp_path / "run"), str(tmp_path / "run"), "--out", str(tmp_path / "m")])
     assert code == ExitCode.USAGE
     assert "shard 1/1 given twice" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_on_one_model_is_recorded_and_the_scan_goes_on(
+    hub: HubServer,
+    hub_registry: Path,
+    probe_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.hub.scan
+
+    plant(hub, tmp_path, "lab/broken", "unrelated")
+    plant(hub, tmp_path, "lab/fresh-model", "unrelated")
+    inspect = bot.hub.scan.inspect_candidate
+
+    def defect_on_one_model(api: Any, candidate: Any, **kwargs: Any) -> Any:  # a bug our code meets on one model
+        if candidate.repo_id == "lab/broken":
+            raise ZeroDivisionError("integer division or modulo by zero")
+        return inspect(api, candidate, **kwargs)
+
+    monkeypatch.setattr(bot.hub.scan, "inspect_candidate", defect_on_one_model)
+    main(scan_args(hub, hub_registry, probe_file, tmp_path))
+
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    broken = results["lab/broken"]
+    assert (broken["status"], broken["reason"]) == (
+        "error",
+        "unexpected ZeroDivisionError (integer division or modulo by zero); retried next run",
+    )
+    assert (results["lab/fresh-model"]["status"], results["lab/fresh-model"]["verdict"]) == ("checked", "unrelated")
+    state = json.loads((tmp_path / "run-state.json").read_text(encoding="utf-8"))
+    assert [r["repo_id"] for r in state["results"]] == ["lab/fresh-model"]  # the broken one is retried next run

@@ -229,3 +229,24 @@ def plant_sparse_gguf(hub: HubServer, root: Path, repo_id: str, *, embedding: st
 )  # fmt: skip
 def test_the_gguf_file_a_scan_checks(files: dict[str, int], checked: str | None) -> None:
     assert gguf_to_check(files) == checked
+
+
+def test_a_zero_width_embedding_is_a_skip_and_the_scan_goes_on(
+    hub: HubServer, hub_registry: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "repos" / "odd--empty-embedding"
+    shutil.copytree(DEMO_MODELS / "source", folder)
+    (folder / "model.safetensors").unlink()
+    tensors = {"transformer.wte.weight": np.zeros((512, 0), np.float32), "transformer.ln_f.weight": np.ones(4)}
+    save_file(tensors, str(folder / "model.safetensors"))  # a real file whose embedding has no columns
+    hub.add_repo("odd/empty-embedding", folder, sha=sha_of("odd/empty-embedding"))
+    plant(hub, tmp_path, "lab/fresh-model", "unrelated")
+
+    assert main(scan_args(hub, hub_registry, probe_file, tmp_path)) == ExitCode.OK
+
+    results = {r["repo_id"]: r for r in report_of(tmp_path / "run")["results"]}
+    assert results["odd/empty-embedding"]["status"] == "skipped", results["odd/empty-embedding"]
+    assert (results["lab/fresh-model"]["status"], results["lab/fresh-model"]["verdict"]) == ("checked", "unrelated")
